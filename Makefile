@@ -1,0 +1,61 @@
+# prunechat: `make run` builds everything and serves the chat page,
+# `make test` builds everything and runs every test suite.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := run
+# The steps share one cargo target directory, so running them in parallel only
+# makes them wait on cargo's lock.
+.NOTPARALLEL:
+
+# rustup and `cargo install` put their tools here; CI shells have no profile.
+export PATH := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin:$(PATH)
+export CHROMEDRIVER ?= /usr/bin/chromedriver
+
+PORT ?= 8080
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+
+.PHONY: run test setup setup-browser wasm native model serve fixtures bench
+
+## run: set up, build the wasm package and the CLI, fetch the model, serve on 127.0.0.1:$(PORT)
+run: setup wasm native model serve
+
+## test: everything `run` builds, then cargo, wasm-bindgen and browser end-to-end tests
+test:
+	scripts/test.sh
+
+setup:
+	scripts/setup.sh
+
+setup-browser:
+	scripts/setup.sh --browser
+
+## wasm: pkg/prunechat.js and pkg/prunechat_bg.wasm for the page
+wasm: setup
+	wasm-pack build --release --target web --out-dir pkg
+
+## native: target/release/prunechat
+native:
+	cargo build --release
+
+## model: models/*.gguf and data/chatterbot-corpus/
+model: native
+	scripts/fetch-model.sh
+
+serve:
+	@echo "Open the URL below in a browser; Ctrl-C stops the server."
+	PORT=$(PORT) python3 scripts/serve.py
+
+## fixtures: regenerate tests/fixtures/llama_cpp_reference.json with llama.cpp
+fixtures: model
+	@if python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("llama-cpp-python") != "$(LLAMA_CPP_PYTHON_VERSION)")' 2>/dev/null; then \
+		echo "fixtures: llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) already installed"; \
+	else \
+		echo "fixtures: installing llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) (compiles llama.cpp, about 5 minutes)"; \
+		python3 -m pip install --quiet "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"; \
+	fi
+	python3 scripts/make_llama_cpp_fixtures.py
+
+## bench: browser benchmark of prunechat against wllama on the same GGUF file
+bench: setup-browser wasm model
+	node benches/browser-bench.mjs

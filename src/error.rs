@@ -1,0 +1,59 @@
+//! The crate's error type. Every variant names the value that was wrong and, where there is
+//! one, what to do instead; the wasm facade turns it into a JavaScript `Error` once.
+
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The bytes are not a readable GGUF file (bad magic, truncated, inconsistent header).
+    #[error("invalid GGUF file: {0}")]
+    InvalidGguf(String),
+
+    #[error("missing GGUF metadata key `{key}`: {hint}")]
+    MissingKey { key: String, hint: String },
+
+    #[error("GGUF metadata key `{key}` is invalid: {message}")]
+    InvalidKey { key: String, message: String },
+
+    #[error("unsupported architecture `{0}`: prunechat runs Llama-family models (general.architecture = \"llama\")")]
+    UnsupportedArchitecture(String),
+
+    #[error("tensor `{name}`: {message}")]
+    Tensor { name: String, message: String },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("chat template: {0}")]
+    Template(String),
+
+    /// A caller-supplied value broke a rule; `name` is the option or argument.
+    #[error("invalid {name}: {message}")]
+    InvalidArgument { name: String, message: String },
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub fn invalid_argument(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument { name: name.into(), message: message.into() }
+    }
+
+    pub fn tensor(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Tensor { name: name.into(), message: message.into() }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

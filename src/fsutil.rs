@@ -1,0 +1,44 @@
+//! File writes that never leave a partial file behind.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Writes `bytes` to a temporary file next to `path`, syncs it, and renames it over `path`.
+/// On any error the temporary file is removed and `path` is untouched.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temporary_path(path);
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Returns `dir/.name.<pid>.tmp` for `dir/name`.
+pub fn temporary_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Rejects an output path that is the input file, unless `force` is set.
+pub fn check_output_path(input: &Path, output: &Path, force: bool) -> Result<()> {
+    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same && !force {
+        return Err(Error::invalid_argument(
+            "output path",
+            format!("{} is the input file; choose another path, or pass --force to overwrite it", output.display()),
+        ));
+    }
+    Ok(())
+}

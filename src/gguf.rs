@@ -1,0 +1,311 @@
+//! GGUF reading and writing.
+//!
+//! This module knows the container format only: metadata key/value pairs and named tensors.
+//! It never imports the model; `model::Config` is built from the metadata it returns.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Device;
+
+use crate::error::{Error, Result};
+
+/// A GGUF file held in memory: its metadata and all of its tensors.
+pub struct Gguf {
+    pub metadata: HashMap<String, Value>,
+    /// Tensors in file order.
+    pub tensors: Vec<(String, QTensor)>,
+    /// Size of the file the model was read from, in bytes (0 for a model built in memory).
+    pub file_bytes: u64,
+}
+
+impl Gguf {
+    /// Reads a GGUF file from disk.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::read(&bytes).map_err(|e| match e {
+            Error::InvalidGguf(message) => {
+                Error::InvalidGguf(format!("{}: {message}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// Parses a whole GGUF file held in memory.
+    pub fn read(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < 4 || &bytes[..4] != b"GGUF" {
+            let start: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            return Err(Error::InvalidGguf(format!(
+                "the file does not start with the GGUF magic bytes 47 47 55 46 (\"GGUF\"), it starts with [{}]; pick a .gguf model file",
+                start.join(" ")
+            )));
+        }
+        let mut reader = Cursor::new(bytes);
+        let content = gguf_file::Content::read(&mut reader)
+            .map_err(|e| Error::InvalidGguf(format!("{e} (is the file truncated?)")))?;
+
+        let mut infos: Vec<(&String, &gguf_file::TensorInfo)> = content.tensor_infos.iter().collect();
+        infos.sort_by_key(|(name, info)| (info.offset, (*name).clone()));
+        let mut tensors = Vec::with_capacity(infos.len());
+        for (name, info) in infos {
+            validate_tensor_info(name, info, bytes.len() as u64, content.tensor_data_offset)?;
+            let tensor = info
+                .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
+                .map_err(|e| Error::tensor(name, format!("{e} (is the file truncated?)")))?;
+            tensors.push((name.clone(), tensor));
+        }
+        Ok(Self { metadata: content.metadata, tensors, file_bytes: bytes.len() as u64 })
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&QTensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Removes and returns the tensor called `name`.
+    pub fn take_tensor(&mut self, name: &str) -> Option<QTensor> {
+        let index = self.tensors.iter().position(|(n, _)| n == name)?;
+        Some(self.tensors.remove(index).1)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    pub fn get_string(&self, key: &str) -> Result<Option<String>> {
+        match self.metadata.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(wrong_type(key, "a string", other)),
+        }
+    }
+
+    pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
+        self.metadata.get(key).map(|v| value_to_u64(key, v)).transpose()
+    }
+
+    pub fn get_f32(&self, key: &str) -> Result<Option<f32>> {
+        match self.metadata.get(key) {
+            None => Ok(None),
+            Some(Value::F32(v)) => Ok(Some(*v)),
+            Some(Value::F64(v)) => Ok(Some(*v as f32)),
+            Some(other) => value_to_u64(key, other).map(|v| Some(v as f32)),
+        }
+    }
+
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.metadata.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(wrong_type(key, "a bool", other)),
+        }
+    }
+
+    /// Reads a key that is either one integer for every layer or an array with one integer
+    /// per layer, the two forms llama.cpp accepts for head counts and FFN widths.
+    pub fn get_per_layer(&self, key: &str, n_layers: usize) -> Result<Option<Vec<usize>>> {
+        let Some(value) = self.metadata.get(key) else { return Ok(None) };
+        match value {
+            Value::Array(items) => {
+                if items.len() != n_layers {
+                    return Err(Error::InvalidKey {
+                        key: key.to_string(),
+                        message: format!("array has {} entries, expected one per layer ({n_layers})", items.len()),
+                    });
+                }
+                let values = items
+                    .iter()
+                    .map(|v| value_to_u64(key, v).and_then(|v| to_usize(key, v)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Some(values))
+            }
+            other => {
+                let v = to_usize(key, value_to_u64(key, other)?)?;
+                Ok(Some(vec![v; n_layers]))
+            }
+        }
+    }
+
+    pub fn get_string_array(&self, key: &str) -> Result<Option<Vec<String>>> {
+        match self.metadata.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(Error::InvalidKey {
+                        key: key.to_string(),
+                        message: format!("entry {i} is {}, expected a string", describe(other)),
+                    }),
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(other) => Err(wrong_type(key, "an array of strings", other)),
+        }
+    }
+
+    pub fn get_int_array(&self, key: &str) -> Result<Option<Vec<i64>>> {
+        match self.metadata.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| value_to_i64(key, v))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(other) => Err(wrong_type(key, "an array of integers", other)),
+        }
+    }
+
+    /// Serialises the file to bytes: metadata sorted by key with `general.*` first, tensors
+    /// in their current order, tensor data aligned to 32 bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut keys: Vec<&String> =
+            self.metadata.keys().filter(|k| k.as_str() != "general.alignment").collect();
+        keys.sort_by_key(|k| (!k.starts_with("general."), (*k).clone()));
+        let metadata: Vec<(&str, &Value)> =
+            keys.iter().map(|k| (k.as_str(), &self.metadata[*k])).collect();
+        let tensors: Vec<(&str, &QTensor)> = self.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+
+        let mut out = Cursor::new(Vec::new());
+        gguf_file::write(&mut out, &metadata, &tensors)?;
+        Ok(out.into_inner())
+    }
+
+    /// Writes the file to `path` through a temporary file in the same directory that is
+    /// renamed into place, so an error never leaves a partial file at `path`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<u64> {
+        let bytes = self.to_bytes()?;
+        crate::fsutil::write_atomically(path.as_ref(), &bytes)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Counts the tensors of each GGML type, e.g. `{"Q8_0": 211, "F32": 61}`.
+    pub fn tensor_type_counts(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for (_, t) in &self.tensors {
+            let name = dtype_name(t.dtype()).to_string();
+            match counts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        counts
+    }
+}
+
+/// Checks what candle's reader does not: that the tensor's data lies inside the file.
+fn validate_tensor_info(name: &str, info: &gguf_file::TensorInfo, file_bytes: u64, data_offset: u64) -> Result<()> {
+    let dims = info.shape.dims();
+    let mut n_elements: u64 = 1;
+    for &d in dims {
+        n_elements = n_elements.checked_mul(d as u64).ok_or_else(|| {
+            Error::tensor(name, format!("shape {dims:?} overflows when its dimensions are multiplied"))
+        })?;
+    }
+    if n_elements == 0 {
+        return Err(Error::tensor(name, format!("shape {dims:?} has no elements")));
+    }
+    let block = info.ggml_dtype.block_size() as u64;
+    if n_elements % block != 0 {
+        return Err(Error::tensor(
+            name,
+            format!("{n_elements} elements is not a multiple of the {:?} block size {block}", info.ggml_dtype),
+        ));
+    }
+    let n_bytes = n_elements / block * info.ggml_dtype.type_size() as u64;
+    let start = data_offset.checked_add(info.offset);
+    let end = start.and_then(|s| s.checked_add(n_bytes));
+    match end {
+        Some(end) if end <= file_bytes => Ok(()),
+        _ => Err(Error::tensor(
+            name,
+            format!(
+                "data at offset {} + {} bytes lies outside the {file_bytes}-byte file (is the file truncated?)",
+                info.offset, n_bytes
+            ),
+        )),
+    }
+}
+
+pub fn dtype_name(dtype: GgmlDType) -> &'static str {
+    match dtype {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.len() > 40 => format!("a string ({} bytes)", s.len()),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Array(items) => format!("an array of {} entries", items.len()),
+        other => format!("{other:?}"),
+    }
+}
+
+fn wrong_type(key: &str, expected: &str, found: &Value) -> Error {
+    Error::InvalidKey { key: key.to_string(), message: format!("expected {expected}, found {}", describe(found)) }
+}
+
+fn value_to_i64(key: &str, v: &Value) -> Result<i64> {
+    Ok(match v {
+        Value::U8(x) => *x as i64,
+        Value::I8(x) => *x as i64,
+        Value::U16(x) => *x as i64,
+        Value::I16(x) => *x as i64,
+        Value::U32(x) => *x as i64,
+        Value::I32(x) => *x as i64,
+        Value::I64(x) => *x,
+        Value::U64(x) => i64::try_from(*x).map_err(|_| Error::InvalidKey {
+            key: key.to_string(),
+            message: format!("{x} does not fit in a signed 64-bit integer"),
+        })?,
+        other => return Err(wrong_type(key, "an integer", other)),
+    })
+}
+
+fn value_to_u64(key: &str, v: &Value) -> Result<u64> {
+    let x = value_to_i64(key, v)?;
+    u64::try_from(x).map_err(|_| Error::InvalidKey { key: key.to_string(), message: format!("{x} is negative") })
+}
+
+fn to_usize(key: &str, v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::InvalidKey {
+        key: key.to_string(),
+        message: format!("{v} does not fit in this platform's usize"),
+    })
+}
+
+/// Metadata helpers for building a file in memory.
+pub fn set_u32(metadata: &mut HashMap<String, Value>, key: &str, v: u32) {
+    metadata.insert(key.to_string(), Value::U32(v));
+}
+
+pub fn set_string(metadata: &mut HashMap<String, Value>, key: &str, v: &str) {
+    metadata.insert(key.to_string(), Value::String(v.to_string()));
+}
+
+pub fn set_f32(metadata: &mut HashMap<String, Value>, key: &str, v: f32) {
+    metadata.insert(key.to_string(), Value::F32(v));
+}
+
+pub use candle_core::quantized::gguf_file::Value as MetadataValue;

@@ -1,0 +1,20 @@
+//! prunechat: run, prune, fine-tune and measure Llama-family chat models, natively and in the
+//! browser (WebAssembly).
+//!
+//! Layers, from the bottom: `gguf` (file format), `tokenizer` and `chat_template`, `model`,
+//! `sampler` and `session` (generation), `convert`; the `wasm` facade and the CLI binary on top.
+
+pub mod chat_template;
+pub mod convert;
+pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fsutil;
+pub mod gguf;
+pub mod model;
+pub mod sampler;
+pub mod session;
+pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
+pub use error::{Error, Result};

@@ -1,0 +1,264 @@
+//! A Llama-family decoder: token embedding, RMSNorm, rotary embeddings, grouped-query
+//! attention, SwiGLU MLP, and a tied or separate output head.
+//!
+//! Weights stay in their GGUF type (`QMatMul`) for inference. Every layer keeps its own
+//! head counts and FFN width, so a structurally pruned model is an ordinary model.
+
+pub mod config;
+pub mod kv_cache;
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+pub use config::{Config, LayerDims};
+pub use kv_cache::KvCache;
+
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+
+/// Largest number of positions a prefill sends through the layers at once. Longer prompts are
+/// split so the attention scores stay within `n_heads * PREFILL_CHUNK * context` floats.
+pub const PREFILL_CHUNK: usize = 256;
+
+/// Largest context for which rotary tables are precomputed; longer `context_length` values are
+/// capped here.
+const MAX_ROPE_POSITIONS: usize = 32_768;
+
+struct Layer {
+    dims: LayerDims,
+    attn_norm: Tensor,
+    attn_q: QMatMul,
+    attn_k: QMatMul,
+    attn_v: QMatMul,
+    attn_output: QMatMul,
+    ffn_norm: Tensor,
+    ffn_gate: QMatMul,
+    ffn_up: QMatMul,
+    ffn_down: QMatMul,
+}
+
+pub struct Model {
+    config: Config,
+    token_embd: Arc<QTensor>,
+    layers: Vec<Layer>,
+    output_norm: Tensor,
+    output: QMatMul,
+    /// Rotary tables, shape `(positions, head_dim / 2)`.
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Model {
+    /// Builds the model from a parsed GGUF file, taking its tensors.
+    pub fn from_gguf(mut gguf: Gguf) -> Result<Self> {
+        let config = Config::from_gguf(&gguf)?;
+        let mut take = |name: String| -> Result<QTensor> {
+            gguf.take_tensor(&name).ok_or_else(|| Error::tensor(&name, "missing from the file"))
+        };
+
+        let token_embd = Arc::new(take("token_embd.weight".into())?);
+        let output = if config.tied_embeddings {
+            QMatMul::from_arc(token_embd.clone())?
+        } else {
+            QMatMul::from_qtensor(take("output.weight".into())?)?
+        };
+        let output_norm = vector(take("output_norm.weight".into())?, "output_norm.weight", config.hidden_size)?;
+
+        let mut layers = Vec::with_capacity(config.n_layers());
+        for (l, dims) in config.layers.iter().enumerate() {
+            let mut matmul = |short: &str| -> Result<QMatMul> {
+                let name = format!("blk.{l}.{short}.weight");
+                Ok(QMatMul::from_qtensor(take(name)?)?)
+            };
+            let attn_q = matmul("attn_q")?;
+            let attn_k = matmul("attn_k")?;
+            let attn_v = matmul("attn_v")?;
+            let attn_output = matmul("attn_output")?;
+            let ffn_gate = matmul("ffn_gate")?;
+            let ffn_up = matmul("ffn_up")?;
+            let ffn_down = matmul("ffn_down")?;
+            let attn_norm_name = format!("blk.{l}.attn_norm.weight");
+            let ffn_norm_name = format!("blk.{l}.ffn_norm.weight");
+            layers.push(Layer {
+                dims: *dims,
+                attn_norm: vector(take(attn_norm_name.clone())?, &attn_norm_name, config.hidden_size)?,
+                ffn_norm: vector(take(ffn_norm_name.clone())?, &ffn_norm_name, config.hidden_size)?,
+                attn_q,
+                attn_k,
+                attn_v,
+                attn_output,
+                ffn_gate,
+                ffn_up,
+                ffn_down,
+            });
+        }
+
+        let positions = config.context_length.clamp(1, MAX_ROPE_POSITIONS);
+        let (cos, sin) = rope_tables(config.head_dim, positions, config.rope_theta)?;
+        Ok(Self { config, token_embd, layers, output_norm, output, cos, sin })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Largest number of positions the rotary tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Runs `tokens` through the model, appending them to `cache`, and returns the logits of
+    /// the last position, shape `(vocab_size,)`. Long inputs are processed in chunks of
+    /// `PREFILL_CHUNK` positions.
+    pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(Error::invalid_argument("tokens", "no tokens to run"));
+        }
+        let mut hidden = None;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            hidden = Some(self.forward_hidden(chunk, cache)?);
+        }
+        let hidden = hidden.expect("tokens is not empty, so there was at least one chunk");
+        let seq = hidden.dim(1)?;
+        let last = hidden.narrow(1, seq - 1, 1)?; // (1, 1, hidden)
+        let logits = self.output.forward(&last)?; // (1, 1, vocab)
+        Ok(logits.flatten_all()?)
+    }
+
+    /// Runs `tokens` through the model and returns the logits of every position,
+    /// shape `(seq, vocab_size)`.
+    pub fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.forward_hidden(tokens, cache)?;
+        Ok(self.output.forward(&hidden)?.squeeze(0)?)
+    }
+
+    /// Runs `tokens` (one chunk) through every layer and the final norm, appending to `cache`.
+    /// Returns hidden states of shape `(1, seq, hidden_size)`.
+    pub fn forward_hidden(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let seq = tokens.len();
+        let pos = cache.len();
+        if pos + seq > cache.max_len() || pos + seq > self.max_positions() {
+            return Err(Error::invalid_argument(
+                "context",
+                format!(
+                    "{} positions exceed the context of {} tokens",
+                    pos + seq,
+                    cache.max_len().min(self.max_positions())
+                ),
+            ));
+        }
+        for &t in tokens {
+            if t as usize >= self.config.vocab_size {
+                return Err(Error::invalid_argument(
+                    "token id",
+                    format!("{t} is outside the vocabulary of {} tokens", self.config.vocab_size),
+                ));
+            }
+        }
+        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?; // (1, seq)
+        let mut x = self.token_embd.embedding(&ids)?; // (1, seq, hidden)
+        let cos = self.cos.narrow(0, pos, seq)?;
+        let sin = self.sin.narrow(0, pos, seq)?;
+        let mask = causal_mask(seq, pos)?;
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention block with a residual connection.
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.config.rms_norm_eps)?;
+            let attn = self.attention(l, layer, &h, &cos, &sin, mask.as_ref(), cache)?;
+            x = (x + attn)?;
+
+            // SwiGLU MLP block with a residual connection.
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_norm_eps)?;
+            let gate = layer.ffn_gate.forward(&h)?.silu()?;
+            let up = layer.ffn_up.forward(&h)?;
+            x = (x + layer.ffn_down.forward(&(gate * up)?)?)?;
+        }
+        cache.advance(seq);
+
+        Ok(candle_nn::ops::rms_norm(&x, &self.output_norm, self.config.rms_norm_eps)?)
+    }
+
+    /// Grouped-query attention of one layer. `h` is `(1, seq, hidden)`; returns the same shape.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        l: usize,
+        layer: &Layer,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, seq, _) = h.dims3()?;
+        let hd = self.config.head_dim;
+        let n_heads = layer.dims.n_heads;
+        let n_kv = layer.dims.n_kv_heads;
+        let n_rep = n_heads / n_kv;
+
+        let q = layer.attn_q.forward(h)?.reshape((b, seq, n_heads, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_heads, seq, hd)
+        let k = layer.attn_k.forward(h)?.reshape((b, seq, n_kv, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_kv, seq, hd)
+        let v = layer.attn_v.forward(h)?.reshape((b, seq, n_kv, hd))?.transpose(1, 2)?; // (b, n_kv, seq, hd)
+
+        // GGUF stores Q and K rows permuted for interleaved (GPT-J style) rotation.
+        let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
+        let (k, v) = cache.append(l, &k, &v)?; // (b, n_kv, total, hd)
+        let total = k.dim(2)?;
+
+        // Query heads g*n_rep .. (g+1)*n_rep share key/value head g, so grouping them avoids
+        // copying the keys and values n_rep times.
+        let q = q.reshape((b, n_kv, n_rep * seq, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?; // (b, n_kv, n_rep * seq, total)
+        let scores = match mask {
+            Some(mask) => scores
+                .reshape((b, n_kv, n_rep, seq, total))?
+                .broadcast_add(mask)?
+                .reshape((b, n_kv, n_rep * seq, total))?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(&v.contiguous()?)?; // (b, n_kv, n_rep * seq, hd)
+        let y = y.reshape((b, n_heads, seq, hd))?.transpose(1, 2)?.reshape((b, seq, n_heads * hd))?;
+        Ok(layer.attn_output.forward(&y)?)
+    }
+}
+
+/// Returns `(cos, sin)`, each `(positions, head_dim / 2)`, for rotation frequencies
+/// `theta^(-2i / head_dim)`.
+fn rope_tables(head_dim: usize, positions: usize, theta: f32) -> Result<(Tensor, Tensor)> {
+    let inv_freq: Vec<f32> =
+        (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32)).collect();
+    let inv_freq = Tensor::new(inv_freq.as_slice(), &Device::Cpu)?.unsqueeze(0)?; // (1, hd/2)
+    let t = Tensor::arange(0u32, positions as u32, &Device::Cpu)?.to_dtype(DType::F32)?.unsqueeze(1)?; // (positions, 1)
+    let angles = t.broadcast_mul(&inv_freq)?; // (positions, hd/2)
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+/// Returns the additive causal mask `(seq, pos + seq)` for `seq` new positions after `pos`
+/// cached ones, or `None` for a single position, which may attend to everything.
+fn causal_mask(seq: usize, pos: usize) -> Result<Option<Tensor>> {
+    if seq == 1 {
+        return Ok(None);
+    }
+    let total = pos + seq;
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Some(Tensor::from_vec(mask, (seq, total), &Device::Cpu)?))
+}
+
+/// Dequantizes a 1-D weight and checks its length.
+fn vector(t: QTensor, name: &str, len: usize) -> Result<Tensor> {
+    if t.shape().dims() != [len] {
+        return Err(Error::tensor(name, format!("shape {:?}, expected [{len}]", t.shape().dims())));
+    }
+    let v = t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+    if let Some(bad) = v.to_vec1::<f32>()?.iter().position(|x| !x.is_finite()) {
+        return Err(Error::tensor(name, format!("element {bad} is not a finite number")));
+    }
+    Ok(v)
+}

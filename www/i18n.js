@@ -1,0 +1,346 @@
+// User-visible strings in English and Simplified Chinese, and the helpers that
+// put them into the page. Elements carry their string key in `data-i18n` (and
+// their parameters as JSON in `data-i18n-params`), so switching the language
+// re-renders static labels and dynamic messages alike.
+
+const STORAGE_KEY = 'prunechat.lang';
+export const LANGUAGES = ['en', 'zh'];
+
+// A value that is an object is a plural form table keyed by
+// Intl.PluralRules categories ('one', 'other'); `count` selects the form.
+const STRINGS = {
+  en: {
+    'app.title': 'prunechat',
+    'app.tagline': 'A small language model, running in your browser',
+    'lang.label': 'Language',
+
+    'status.starting': 'Starting…',
+    'status.downloading': 'Downloading model…',
+    'status.loading': 'Loading model…',
+    'status.ready': 'Ready',
+    'status.generating': 'Generating…',
+    'status.no_model': 'No model loaded',
+    'status.broken': 'Engine stopped',
+
+    'chat.empty_title': 'Chat with a model that never leaves this tab',
+    'chat.empty_body': 'The model runs in WebAssembly on your CPU. Nothing you type is sent to a server.',
+    'chat.role_user': 'You',
+    'chat.role_assistant': 'Assistant',
+    'chat.prompt_placeholder': 'Type a message…',
+    'chat.prompt_label': 'Message',
+    'chat.hint': 'Enter to send · Shift+Enter for a new line',
+    'chat.send': 'Send',
+    'chat.stop': 'Stop',
+    'chat.new_chat': 'New chat',
+    'chat.thinking': 'Reading the prompt…',
+    'chat.reason.eos': '',
+    'chat.reason.max_tokens': 'Reply cut off at the max new tokens limit.',
+    'chat.reason.context_full': 'Reply cut off because the context window is full. Start a new chat to continue.',
+    'chat.reason.stopped': 'Stopped.',
+    'chat.reply_meta': '{tokens} tokens · {rate} tokens/s',
+    'chat.dropped_turns': {
+      one: '{count} earlier turn was dropped because the conversation no longer fits in the context window ({context} tokens).',
+      other: '{count} earlier turns were dropped because the conversation no longer fits in the context window ({context} tokens).',
+    },
+    'chat.cleared': 'New chat started.',
+
+    'model.heading': 'Model',
+    'model.none': 'No model loaded',
+    'model.open_file': 'Open a local .gguf file…',
+    'model.max_context': 'Context length (tokens)',
+    'model.max_context_help': 'Applies to the next model load.',
+    'model.size': 'File size',
+    'model.params': 'Parameters',
+    'model.layers': 'Layers',
+    'model.quant': 'Tensor types',
+    'model.context': 'Context',
+    'model.template': 'Chat template',
+    'model.template.gguf': 'from GGUF',
+    'model.template.chatml-fallback': 'ChatML (fallback)',
+    'model.source.cache': 'Loaded from the browser cache.',
+    'model.source.network': 'Downloaded and stored in the browser cache.',
+    'model.source.network_uncached': 'Downloaded; storing it in the browser cache failed: {detail}',
+    'model.source.file': 'Loaded from a local file.',
+    'progress.download': 'Downloading {name}: {loaded} of {total}',
+    'progress.download_unknown': 'Downloading {name}: {loaded}',
+    'progress.load': 'Reading the model into WebAssembly memory…',
+
+    'stats.heading': 'Performance',
+    'stats.ttft': 'Time to first token',
+    'stats.prefill': 'Prefill',
+    'stats.decode': 'Decode',
+    'stats.generated': 'Tokens generated',
+    'stats.prompt': 'Prompt tokens',
+    'stats.prompt_value': '{prompt} ({reused} reused)',
+    'stats.load': 'Model load',
+    'stats.kv_cache': 'KV cache',
+    'stats.kv_cache_value': '{size} ({tokens} tokens)',
+    'stats.memory': 'WebAssembly memory',
+    'stats.tokens_per_s': '{value} tokens/s',
+
+    'system.heading': 'System prompt',
+    'system.placeholder': 'Leave empty to use the model’s default system prompt.',
+
+    'sampling.heading': 'Sampling',
+    'sampling.temperature': 'Temperature',
+    'sampling.temperature_help': '0 picks the most likely token (greedy).',
+    'sampling.top_k': 'Top-k',
+    'sampling.top_k_help': '0 disables top-k.',
+    'sampling.top_p': 'Top-p',
+    'sampling.top_p_help': '1 disables nucleus sampling.',
+    'sampling.repeat_penalty': 'Repetition penalty',
+    'sampling.repeat_penalty_help': '1 disables the penalty.',
+    'sampling.seed': 'Seed',
+    'sampling.seed_placeholder': 'random',
+    'sampling.seed_help': 'Empty picks a new random seed for every reply.',
+    'sampling.max_new_tokens': 'Max new tokens',
+    'sampling.reset': 'Reset to defaults',
+
+    'error.heading': 'Something went wrong',
+    'error.dismiss': 'Dismiss',
+    'error.reload': 'Reload page',
+    'error.empty_prompt': 'The message is empty. Type some text before sending.',
+    'error.no_model': 'No model is loaded yet. Wait for the download to finish or open a local .gguf file.',
+    'error.busy': 'Wait until the current reply has finished, or press Stop.',
+    'error.not_gguf': '“{name}” is not a GGUF model file. Pick a file that ends in .gguf and was written by llama.cpp or a compatible tool.',
+    'error.download_http': 'Downloading {url} failed with HTTP status {status}. Check that the file exists on the server, or open a local .gguf file.',
+    'error.download_failed': 'Downloading {url} failed: {detail}',
+    'error.wasm_missing': 'The WebAssembly engine (pkg/prunechat.js) could not be loaded. Build it with wasm-pack, then reload the page.',
+    'error.wasm_trap': 'The engine crashed ({detail}). Reload the page to start it again; the model will load from the browser cache.',
+    'error.engine_broken': 'The engine stopped after an earlier crash. Reload the page to start it again.',
+    'error.worker_failed': 'The background worker failed: {detail}. Reload the page.',
+    'error.file_read': 'Reading “{name}” failed: {detail}',
+    'error.invalid_setting': '{field} must be a number between {min} and {max}.',
+    'error.context.load': 'Loading the model failed: {detail}',
+    'error.context.send': 'Generating the reply failed: {detail}',
+    'error.context.reset': 'Starting a new chat failed: {detail}',
+    'error.context.other': 'The engine reported an error: {detail}',
+    'error.keep_current_model': 'The current model stays loaded.',
+  },
+
+  zh: {
+    'app.title': 'prunechat',
+    'app.tagline': '在浏览器中运行的小型语言模型',
+    'lang.label': '语言',
+
+    'status.starting': '正在启动…',
+    'status.downloading': '正在下载模型…',
+    'status.loading': '正在加载模型…',
+    'status.ready': '就绪',
+    'status.generating': '正在生成…',
+    'status.no_model': '未加载模型',
+    'status.broken': '引擎已停止',
+
+    'chat.empty_title': '与一个不会离开此标签页的模型对话',
+    'chat.empty_body': '模型以 WebAssembly 形式在你的 CPU 上运行。你输入的内容不会发送到任何服务器。',
+    'chat.role_user': '你',
+    'chat.role_assistant': '助手',
+    'chat.prompt_placeholder': '输入消息…',
+    'chat.prompt_label': '消息',
+    'chat.hint': 'Enter 发送 · Shift+Enter 换行',
+    'chat.send': '发送',
+    'chat.stop': '停止',
+    'chat.new_chat': '新对话',
+    'chat.thinking': '正在读取提示词…',
+    'chat.reason.eos': '',
+    'chat.reason.max_tokens': '回复已达到最大新 token 数，已截断。',
+    'chat.reason.context_full': '上下文窗口已满，回复已截断。请开始新对话后继续。',
+    'chat.reason.stopped': '已停止。',
+    'chat.reply_meta': '{tokens} 个 token · 每秒 {rate} 个 token',
+    'chat.dropped_turns': {
+      other: '对话超出了上下文窗口（{context} 个 token），因此丢弃了较早的 {count} 轮对话。',
+    },
+    'chat.cleared': '已开始新对话。',
+
+    'model.heading': '模型',
+    'model.none': '未加载模型',
+    'model.open_file': '打开本地 .gguf 文件…',
+    'model.max_context': '上下文长度（token）',
+    'model.max_context_help': '在下次加载模型时生效。',
+    'model.size': '文件大小',
+    'model.params': '参数量',
+    'model.layers': '层数',
+    'model.quant': '张量类型',
+    'model.context': '上下文',
+    'model.template': '对话模板',
+    'model.template.gguf': '来自 GGUF',
+    'model.template.chatml-fallback': 'ChatML（备用）',
+    'model.source.cache': '已从浏览器缓存加载。',
+    'model.source.network': '已下载并存入浏览器缓存。',
+    'model.source.network_uncached': '已下载，但存入浏览器缓存失败：{detail}',
+    'model.source.file': '已从本地文件加载。',
+    'progress.download': '正在下载 {name}：{loaded} / {total}',
+    'progress.download_unknown': '正在下载 {name}：{loaded}',
+    'progress.load': '正在将模型读入 WebAssembly 内存…',
+
+    'stats.heading': '性能',
+    'stats.ttft': '首 token 延迟',
+    'stats.prefill': '预填充',
+    'stats.decode': '解码',
+    'stats.generated': '生成的 token',
+    'stats.prompt': '提示词 token',
+    'stats.prompt_value': '{prompt}（复用 {reused}）',
+    'stats.load': '模型加载',
+    'stats.kv_cache': 'KV 缓存',
+    'stats.kv_cache_value': '{size}（{tokens} 个 token）',
+    'stats.memory': 'WebAssembly 内存',
+    'stats.tokens_per_s': '每秒 {value} 个 token',
+
+    'system.heading': '系统提示词',
+    'system.placeholder': '留空则使用模型默认的系统提示词。',
+
+    'sampling.heading': '采样',
+    'sampling.temperature': '温度',
+    'sampling.temperature_help': '0 表示总是选择概率最高的 token（贪心）。',
+    'sampling.top_k': 'Top-k',
+    'sampling.top_k_help': '0 表示不使用 top-k。',
+    'sampling.top_p': 'Top-p',
+    'sampling.top_p_help': '1 表示不使用核采样。',
+    'sampling.repeat_penalty': '重复惩罚',
+    'sampling.repeat_penalty_help': '1 表示不惩罚重复。',
+    'sampling.seed': '随机种子',
+    'sampling.seed_placeholder': '随机',
+    'sampling.seed_help': '留空则每次回复使用新的随机种子。',
+    'sampling.max_new_tokens': '最大新 token 数',
+    'sampling.reset': '恢复默认值',
+
+    'error.heading': '出错了',
+    'error.dismiss': '关闭',
+    'error.reload': '重新加载页面',
+    'error.empty_prompt': '消息为空。请先输入文字再发送。',
+    'error.no_model': '尚未加载模型。请等待下载完成，或打开本地 .gguf 文件。',
+    'error.busy': '请等待当前回复完成，或按“停止”。',
+    'error.not_gguf': '“{name}”不是 GGUF 模型文件。请选择由 llama.cpp 或兼容工具生成的 .gguf 文件。',
+    'error.download_http': '下载 {url} 失败，HTTP 状态码 {status}。请检查服务器上是否有该文件，或打开本地 .gguf 文件。',
+    'error.download_failed': '下载 {url} 失败：{detail}',
+    'error.wasm_missing': '无法加载 WebAssembly 引擎（pkg/prunechat.js）。请先用 wasm-pack 构建，然后重新加载页面。',
+    'error.wasm_trap': '引擎崩溃了（{detail}）。请重新加载页面以重启引擎；模型会从浏览器缓存加载。',
+    'error.engine_broken': '引擎在之前的崩溃后已停止。请重新加载页面以重启引擎。',
+    'error.worker_failed': '后台 worker 出错：{detail}。请重新加载页面。',
+    'error.file_read': '读取“{name}”失败：{detail}',
+    'error.invalid_setting': '{field} 必须是 {min} 到 {max} 之间的数字。',
+    'error.context.load': '加载模型失败：{detail}',
+    'error.context.send': '生成回复失败：{detail}',
+    'error.context.reset': '开始新对话失败：{detail}',
+    'error.context.other': '引擎报告了错误：{detail}',
+    'error.keep_current_model': '当前模型仍然可用。',
+  },
+};
+
+let currentLanguage = detectLanguage();
+
+function detectLanguage() {
+  let stored = null;
+  try {
+    stored = localStorage.getItem(STORAGE_KEY);
+  } catch {
+    // localStorage throws when storage is blocked; fall back to the browser language.
+  }
+  if (LANGUAGES.includes(stored)) {
+    return stored;
+  }
+  const preferred = (navigator.languages ?? [navigator.language]).join(',').toLowerCase();
+  return preferred.startsWith('zh') ? 'zh' : 'en';
+}
+
+export function getLanguage() {
+  return currentLanguage;
+}
+
+/** Formats a number for the current language, with at most `digits` decimals. */
+export function formatNumber(value, digits = 0) {
+  return new Intl.NumberFormat(currentLanguage === 'zh' ? 'zh-CN' : 'en', {
+    maximumFractionDigits: digits,
+    minimumFractionDigits: digits,
+  }).format(value);
+}
+
+/** Formats a byte count with binary units (KiB, MiB, GiB). */
+export function formatBytes(bytes) {
+  if (!Number.isFinite(bytes)) {
+    return '—';
+  }
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${formatNumber(value, unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+/** Looks up `key` in the current language (English as fallback) and fills in `{name}` parameters. */
+export function t(key, params = {}) {
+  let entry = STRINGS[currentLanguage][key] ?? STRINGS.en[key];
+  if (entry === undefined) {
+    console.warn(`prunechat i18n: missing string ${key}`);
+    return key;
+  }
+  if (typeof entry === 'object') {
+    const rules = new Intl.PluralRules(currentLanguage === 'zh' ? 'zh-CN' : 'en');
+    entry = entry[rules.select(params.count ?? 0)] ?? entry.other;
+  }
+  return entry.replace(/\{(\w+)\}/g, (match, name) =>
+    Object.hasOwn(params, name) ? String(params[name]) : match,
+  );
+}
+
+/**
+ * Sets an element's text to a translated string and records the key and
+ * parameters on it, so that a language switch re-renders it.
+ */
+export function setText(element, key, params = {}) {
+  element.dataset.i18n = key;
+  if (Object.keys(params).length > 0) {
+    element.dataset.i18nParams = JSON.stringify(params);
+  } else {
+    delete element.dataset.i18nParams;
+  }
+  element.textContent = t(key, params);
+}
+
+/**
+ * Re-renders every translatable element under `root`: text from `data-i18n`,
+ * and the attributes named by `data-i18n-placeholder`, `data-i18n-title` and
+ * `data-i18n-aria-label`.
+ */
+export function applyTranslations(root = document) {
+  for (const element of root.querySelectorAll('[data-i18n]')) {
+    const params = element.dataset.i18nParams ? JSON.parse(element.dataset.i18nParams) : {};
+    element.textContent = t(element.dataset.i18n, params);
+  }
+  const attributes = [
+    ['i18nPlaceholder', 'placeholder'],
+    ['i18nTitle', 'title'],
+    ['i18nAriaLabel', 'aria-label'],
+  ];
+  for (const [datasetKey, attribute] of attributes) {
+    const selector = `[data-${datasetKey.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}]`;
+    for (const element of root.querySelectorAll(selector)) {
+      element.setAttribute(attribute, t(element.dataset[datasetKey]));
+    }
+  }
+  document.documentElement.lang = currentLanguage === 'zh' ? 'zh-CN' : 'en';
+  document.title = `${t('app.title')} · ${t('app.tagline')}`;
+}
+
+/** Switches the language, stores the choice in localStorage and re-renders the page. */
+export function setLanguage(language) {
+  if (!LANGUAGES.includes(language)) {
+    throw new Error(`Unsupported language "${language}"; expected one of ${LANGUAGES.join(', ')}.`);
+  }
+  currentLanguage = language;
+  try {
+    localStorage.setItem(STORAGE_KEY, language);
+  } catch {
+    // Storage blocked: the switch still applies to this page view.
+  }
+  applyTranslations();
+  document.dispatchEvent(new CustomEvent('languagechange', { detail: { language } }));
+}
+
+/** Returns every key of a language table, for the check that both languages are complete. */
+export function stringKeys(language) {
+  return Object.keys(STRINGS[language]);
+}

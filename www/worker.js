@@ -1,0 +1,462 @@
+// Module worker that owns the wasm ChatEngine. The message protocol is
+// documented in docs/worker-protocol.md; every message in both directions
+// carries a `type`.
+
+const MODEL_CACHE_NAME = 'prunechat-models-v1';
+const GGUF_MAGIC = [0x47, 0x47, 0x55, 0x46]; // "GGUF"
+const DEFAULT_MAX_CONTEXT = 2048;
+
+// The wasm-bindgen module, imported on the first `load` so that a missing
+// pkg/ is reported as an `error` message instead of a failed worker script.
+let bindings = null;
+let wasm = null;
+let engine = null;
+// Set after a WebAssembly.RuntimeError (a trap, for example a Rust panic or a
+// failed memory allocation): the wasm instance state can no longer be trusted.
+let engineBroken = false;
+
+let generating = false;
+let stopRequested = false;
+// Commands run one at a time in arrival order. `stop` bypasses the queue, and
+// `load`/`reset` also raise the stop flag so that they do not wait for a
+// long reply to finish.
+let commandQueue = Promise.resolve();
+
+/** Error with a machine-readable `code` that the page translates. */
+class WorkerError extends Error {
+  constructor(code, message, params = {}) {
+    super(message);
+    this.code = code;
+    this.params = params;
+  }
+}
+
+function post(message, transfer) {
+  self.postMessage(message, transfer ?? []);
+}
+
+function wasmMemoryBytes() {
+  return wasm ? wasm.memory.buffer.byteLength : 0;
+}
+
+function isWasmTrap(error) {
+  return error instanceof WebAssembly.RuntimeError;
+}
+
+/** Sends an `error` message; a wasm trap also marks the engine unusable. */
+function reportError(context, error) {
+  const fatal = engineBroken || isWasmTrap(error);
+  if (isWasmTrap(error)) {
+    engineBroken = true;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  console.warn(`prunechat worker: ${context} failed:`, error);
+  post({
+    type: 'error',
+    context,
+    message,
+    code: error?.code ?? (isWasmTrap(error) ? 'wasm_trap' : null),
+    params: error?.params ?? {},
+    fatal,
+  });
+}
+
+// Zero-delay yield: a MessageChannel message is a new task, so messages that
+// are already queued for this worker (such as `stop`) run before the token
+// loop continues. setTimeout(0) would be clamped to 4 ms after a few nested
+// calls, which costs more than a decode step of a small model.
+const yieldChannel = new MessageChannel();
+const yieldResolvers = [];
+yieldChannel.port1.onmessage = () => {
+  yieldResolvers.shift()?.();
+};
+
+function yieldToEventLoop() {
+  return new Promise((resolve) => {
+    yieldResolvers.push(resolve);
+    yieldChannel.port2.postMessage(null);
+  });
+}
+
+async function ensureWasm() {
+  if (wasm !== null) {
+    return;
+  }
+  try {
+    bindings = await import('../pkg/prunechat.js');
+  } catch (error) {
+    throw new WorkerError(
+      'wasm_missing',
+      `Loading pkg/prunechat.js failed (${error.message}); build it with wasm-pack first.`,
+      { detail: error.message },
+    );
+  }
+  wasm = await bindings.default();
+}
+
+function assertEngineUsable() {
+  if (engineBroken) {
+    throw new WorkerError(
+      'engine_broken',
+      'The engine stopped after an internal error; reload the page to start a new one.',
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Model download with progress and the Cache API
+
+/** Reads a response body into one Uint8Array, posting `progress` messages. */
+async function readWithProgress(response, total) {
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  let buffer = total ? new Uint8Array(total) : null;
+  let lastPost = 0;
+
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) {
+      break;
+    }
+    if (buffer && loaded + value.length <= buffer.length) {
+      buffer.set(value, loaded);
+    } else {
+      // Content-Length was missing or wrong: fall back to collecting chunks.
+      if (buffer) {
+        chunks.push(buffer.subarray(0, loaded));
+        buffer = null;
+      }
+      chunks.push(value);
+    }
+    loaded += value.length;
+
+    const now = performance.now();
+    if (now - lastPost > 50) {
+      lastPost = now;
+      post({ type: 'progress', phase: 'download', loaded, total: total || null });
+    }
+  }
+  post({ type: 'progress', phase: 'download', loaded, total: total || loaded });
+
+  if (buffer) {
+    return loaded === buffer.length ? buffer : buffer.subarray(0, loaded);
+  }
+  const bytes = new Uint8Array(loaded);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return bytes;
+}
+
+async function openModelCache() {
+  try {
+    return await caches.open(MODEL_CACHE_NAME);
+  } catch (error) {
+    // The Cache API is missing outside secure contexts and in some private
+    // modes; downloads still work, they are just not kept.
+    console.warn('prunechat worker: Cache API unavailable:', error);
+    return null;
+  }
+}
+
+/**
+ * Fetches a model file, from the Cache API when an earlier load stored it.
+ * Returns {bytes, cached, cacheError}.
+ */
+async function fetchModel(url) {
+  const absoluteUrl = new URL(url, self.location.href).href;
+  const cache = await openModelCache();
+
+  const cachedResponse = cache ? await cache.match(absoluteUrl) : undefined;
+  if (cachedResponse) {
+    const total = Number(cachedResponse.headers.get('content-length')) || 0;
+    const bytes = await readWithProgress(cachedResponse, total);
+    return { bytes, cached: true, cacheError: null };
+  }
+
+  let response;
+  try {
+    response = await fetch(absoluteUrl);
+  } catch (error) {
+    throw new WorkerError('download_failed', `Download of ${url} failed: ${error.message}`, {
+      url,
+      detail: error.message,
+    });
+  }
+  if (!response.ok) {
+    throw new WorkerError(
+      'download_http',
+      `Download of ${url} failed: HTTP ${response.status} ${response.statusText}`,
+      { url, status: response.status },
+    );
+  }
+
+  const total = Number(response.headers.get('content-length')) || 0;
+  const bytes = await readWithProgress(response, total);
+
+  let cacheError = null;
+  if (cache) {
+    try {
+      const headers = {
+        'content-type': 'application/octet-stream',
+        'content-length': String(bytes.length),
+      };
+      await cache.put(absoluteUrl, new Response(bytes, { headers }));
+    } catch (error) {
+      // Usually a QuotaExceededError; the model is still loaded this time.
+      cacheError = error.message;
+      console.warn(`prunechat worker: caching ${url} failed:`, error);
+    }
+  }
+  return { bytes, cached: false, cacheError };
+}
+
+function checkGgufMagic(bytes, name) {
+  const isGguf = bytes.length >= 4 && GGUF_MAGIC.every((value, i) => bytes[i] === value);
+  if (!isGguf) {
+    throw new WorkerError(
+      'not_gguf',
+      `${name} is not a GGUF file: it does not start with the bytes "GGUF".`,
+      { name },
+    );
+  }
+}
+
+function fileNameFromUrl(url) {
+  const path = new URL(url, self.location.href).pathname;
+  return decodeURIComponent(path.slice(path.lastIndexOf('/') + 1)) || url;
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+async function handleLoad(message) {
+  const maxContext = Number(message.maxContext) || DEFAULT_MAX_CONTEXT;
+  const started = performance.now();
+  await ensureWasm();
+
+  let bytes;
+  let name;
+  let source;
+  if (typeof message.url === 'string' && message.url !== '') {
+    name = fileNameFromUrl(message.url);
+    const fetched = await fetchModel(message.url);
+    bytes = fetched.bytes;
+    source = { kind: 'url', url: message.url, cached: fetched.cached, cache_error: fetched.cacheError };
+  } else if (message.bytes) {
+    name = typeof message.name === 'string' && message.name !== '' ? message.name : 'model.gguf';
+    bytes = message.bytes instanceof Uint8Array ? message.bytes : new Uint8Array(message.bytes);
+    source = { kind: 'file', url: null, cached: false, cache_error: null };
+  } else {
+    throw new WorkerError('bad_message', 'A load message needs a `url` or `bytes`.');
+  }
+  const fetchedAt = performance.now();
+
+  checkGgufMagic(bytes, name);
+  post({ type: 'progress', phase: 'load', loaded: 0, total: bytes.length });
+
+  // Construct the new engine before freeing the old one, so that a file the
+  // engine rejects leaves the current model in place.
+  const parseStarted = performance.now();
+  const newEngine = new bindings.ChatEngine(bytes, maxContext);
+  const info = JSON.parse(newEngine.info());
+  const finished = performance.now();
+  bytes = null;
+
+  if (engine !== null) {
+    engine.free();
+  }
+  engine = newEngine;
+
+  post({ type: 'progress', phase: 'load', loaded: info.file_bytes ?? 0, total: info.file_bytes ?? 0 });
+  post({
+    type: 'loaded',
+    info,
+    name,
+    source,
+    load_ms: finished - parseStarted,
+    fetch_ms: fetchedAt - started,
+    total_ms: finished - started,
+    wasm_memory_bytes: wasmMemoryBytes(),
+  });
+}
+
+function validateSendMessage(message) {
+  if (typeof message.text !== 'string' || message.text.trim() === '') {
+    throw new WorkerError('empty_prompt', 'The message is empty; type some text before sending.');
+  }
+  if (engine === null) {
+    throw new WorkerError('no_model', 'No model is loaded yet; wait for the download or pick a .gguf file.');
+  }
+}
+
+async function handleSend(message) {
+  validateSendMessage(message);
+  const system = typeof message.system === 'string' ? message.system : '';
+  const sampling = JSON.stringify(message.sampling ?? {});
+
+  stopRequested = false;
+  generating = true;
+  try {
+    await runTurn(message.text, system, sampling);
+  } finally {
+    generating = false;
+    stopRequested = false;
+  }
+}
+
+/**
+ * Calls engine.nextToken() and rethrows its errors. After a JS Error it first
+ * ends the turn with engine.stop(), so the next `send` starts cleanly. After a
+ * wasm trap it leaves the engine alone.
+ */
+function nextTokenOrStop() {
+  try {
+    return JSON.parse(engine.nextToken());
+  } catch (error) {
+    if (!isWasmTrap(error)) {
+      try {
+        engine.stop();
+      } catch (stopError) {
+        console.warn('prunechat worker: stop after a failed token failed:', stopError);
+      }
+    }
+    throw error;
+  }
+}
+
+/**
+ * Runs one chat turn: prefill in startTurn, then one nextToken call per token,
+ * yielding to the event loop between tokens so that `stop` is seen.
+ *
+ * Timing: prefill is the startTurn call. Time to first token runs from the
+ * start of startTurn to the return of the first nextToken call. Decode speed
+ * counts the nextToken calls after the first, over the time spent inside them.
+ */
+async function runTurn(text, system, sampling) {
+  const turnStarted = performance.now();
+  const turn = JSON.parse(engine.startTurn(text, system, sampling));
+  const prefillEnded = performance.now();
+  post({
+    type: 'turn-start',
+    prompt_tokens: turn.prompt_tokens,
+    prefill_tokens: turn.prefill_tokens,
+    reused_tokens: turn.reused_tokens,
+    dropped_turns: turn.dropped_turns,
+  });
+
+  let firstTokenAt = null;
+  let decodeMs = 0;
+  let decodeCalls = 0;
+  let nGenerated = 0;
+  let reason = null;
+
+  for (;;) {
+    await yieldToEventLoop();
+    if (stopRequested) {
+      // stop() returns the held-back bytes of an incomplete character, if any.
+      const tail = engine.stop();
+      if (tail) {
+        post({ type: 'token', text: tail });
+      }
+      reason = 'stopped';
+      break;
+    }
+
+    const callStarted = performance.now();
+    const step = nextTokenOrStop();
+    const callEnded = performance.now();
+    if (firstTokenAt === null) {
+      firstTokenAt = callEnded;
+    } else {
+      decodeMs += callEnded - callStarted;
+      decodeCalls += 1;
+    }
+    nGenerated = step.n_generated;
+
+    if (step.text !== '') {
+      post({ type: 'token', text: step.text });
+    }
+    if (step.done) {
+      reason = step.reason;
+      break;
+    }
+  }
+
+  const prefillMs = prefillEnded - turnStarted;
+  post({
+    type: 'done',
+    reason,
+    stats: {
+      ttft_ms: firstTokenAt === null ? null : firstTokenAt - turnStarted,
+      prefill_ms: prefillMs,
+      prefill_tokens: turn.prefill_tokens,
+      prefill_tokens_per_s: prefillMs > 0 ? (turn.prefill_tokens / prefillMs) * 1000 : null,
+      decode_tokens_per_s: decodeMs > 0 ? (decodeCalls / decodeMs) * 1000 : null,
+      n_generated: nGenerated,
+      total_ms: performance.now() - turnStarted,
+      wasm_memory_bytes: wasmMemoryBytes(),
+      ...kvCacheStats(),
+    },
+  });
+}
+
+/** Returns {kv_cache_bytes, kv_cache_tokens} from engine.stats(), or {} when it is unavailable. */
+function kvCacheStats() {
+  if (typeof engine.stats !== 'function') {
+    return {};
+  }
+  const stats = JSON.parse(engine.stats());
+  return { kv_cache_bytes: stats.kv_cache_bytes, kv_cache_tokens: stats.kv_cache_tokens };
+}
+
+function handleReset() {
+  if (engine !== null) {
+    engine.reset();
+  }
+  post({ type: 'reset-done', wasm_memory_bytes: wasmMemoryBytes(), ...(engine === null ? {} : kvCacheStats()) });
+}
+
+const handlers = {
+  load: handleLoad,
+  send: handleSend,
+  reset: handleReset,
+};
+
+async function runCommand(message) {
+  const handler = handlers[message.type];
+  try {
+    assertEngineUsable();
+    await handler(message);
+  } catch (error) {
+    reportError(message.type, error);
+  }
+}
+
+self.onmessage = (event) => {
+  const message = event.data;
+  const type = message?.type;
+
+  if (type === 'stop') {
+    // Takes effect before the next token; a stop with no reply in progress
+    // does nothing.
+    stopRequested = generating;
+    return;
+  }
+  if (!Object.hasOwn(handlers, type)) {
+    reportError('protocol', new WorkerError('bad_message', `Unknown message type: ${String(type)}`));
+    return;
+  }
+  if ((type === 'load' || type === 'reset') && generating) {
+    stopRequested = true;
+  }
+  commandQueue = commandQueue.then(() => runCommand(message));
+};
+
+self.addEventListener('unhandledrejection', (event) => {
+  event.preventDefault();
+  reportError('internal', event.reason);
+});

@@ -114,13 +114,15 @@ function startServer() {
     server.stdout.once('data', (chunk) => {
       clearTimeout(timer);
       const url = chunk.toString().split('\n')[0].trim().replace(/\/$/, '');
-      resolve({
-        url,
-        stop: () => {
-          server.removeAllListeners('exit');
-          server.kill('SIGTERM');
-        },
-      });
+      const stop = () => {
+        server.removeAllListeners('exit');
+        server.kill('SIGTERM');
+      };
+      // Also stop the server when this process ends early, for example on Ctrl-C.
+      process.once('exit', stop);
+      process.once('SIGINT', () => process.exit(130));
+      process.once('SIGTERM', () => process.exit(143));
+      resolve({ url, stop });
     });
   });
 }
@@ -368,12 +370,14 @@ function wasmTargetFeatures() {
   }
 }
 
+/** Returns the short commit hash, marked when src/, www/ or the Cargo files differ from it. */
 function gitRevision() {
+  const git = (...args) =>
+    execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
   try {
-    return execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    }).trim();
+    const revision = git('rev-parse', '--short', 'HEAD');
+    const changed = git('status', '--porcelain', '--', 'src', 'www', 'Cargo.toml', 'Cargo.lock');
+    return changed === '' ? `commit ${revision}` : `commit ${revision} with uncommitted changes`;
   } catch {
     return 'no commit';
   }

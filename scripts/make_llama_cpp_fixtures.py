@@ -115,6 +115,22 @@ CHAT_PROMPTS: list[dict] = [
         ],
     },
     {
+        "name": "arithmetic",
+        "messages": [{"role": "user", "content": "What is 2+2?"}],
+    },
+    {
+        "name": "primary_colors",
+        "messages": [{"role": "user", "content": "Name the three primary colors."}],
+    },
+    {
+        "name": "chinese_greeting",
+        "messages": [{"role": "user", "content": "你好！请用中文介绍一下你自己。"}],
+    },
+    {
+        "name": "python_function",
+        "messages": [{"role": "user", "content": "Write a Python function that returns the square of a number."}],
+    },
+    {
         "name": "multi_turn",
         "messages": [
             {"role": "user", "content": "Hi! My name is Ana."},
@@ -229,6 +245,27 @@ def first_step_top_logits(model, prompt_ids: list[int]) -> list[dict]:
     return [{"id": int(token_id), "logit": round(float(logits[token_id]), 4)} for token_id in order]
 
 
+def step_margins(llama_cpp, q8_path: Path, prompt_ids: list[int], generated: list[int]) -> list[float]:
+    """Return, for each generated token, the gap between the top two logits at that step.
+
+    A small gap is a near tie: another implementation with slightly different rounding may
+    pick the other token there, so tests compare greedy tokens only up to such a step.
+    """
+    import numpy
+
+    model = llama_cpp.Llama(
+        model_path=str(q8_path), n_ctx=N_CTX, n_threads=2, n_batch=512, logits_all=True, verbose=False
+    )
+    model.eval(prompt_ids + generated[:-1])
+    margins = []
+    for step in range(len(generated)):
+        row = numpy.array(model.scores[len(prompt_ids) - 1 + step], dtype=numpy.float64)
+        top = numpy.sort(row)[-2:]
+        margins.append(round(float(top[1] - top[0]), 4))
+    del model
+    return margins
+
+
 def build_generation(llama_cpp, q8_path: Path, max_new_tokens: int) -> tuple[dict, list[dict]]:
     runs = []
     for n_threads, n_batch in RUN_SETTINGS:
@@ -255,6 +292,7 @@ def build_generation(llama_cpp, q8_path: Path, max_new_tokens: int) -> tuple[dic
                     "generated_text": decode(model, generated),
                     "stop_reason": stop_reason,
                     "first_step_top_logits": first_step_top_logits(model, prompt_ids),
+                    "step_margins": step_margins(llama_cpp, q8_path, prompt_ids, generated),
                 }
             )
         runs.append({"n_threads": n_threads, "n_batch": n_batch, "template": template, "results": results})

@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod model;
 pub mod sampler;
 pub mod session;
+pub mod synthetic;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

@@ -151,3 +151,102 @@ fn apply_repeat_penalty(logits: &mut [f32], recent: &[u32], penalty: f32, last_n
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32, top_k: usize, top_p: f32, seed: u64) -> SamplingParams {
+        SamplingParams { temperature, top_k, top_p, seed, ..SamplingParams::default() }
+    }
+
+    #[test]
+    fn greedy_picks_the_largest_logit() {
+        let mut sampler = Sampler::new(SamplingParams::greedy(8)).unwrap();
+        assert_eq!(sampler.sample(&[0.1, 3.0, -1.0, 2.9], &[]), 1);
+    }
+
+    #[test]
+    fn argmax_prefers_first_on_ties_and_skips_nan() {
+        assert_eq!(argmax(&[1.0, 5.0, 5.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 2.0, 1.0]), 1);
+    }
+
+    #[test]
+    fn top_k_one_equals_greedy() {
+        let logits = [0.3, 2.0, 1.9, -4.0, 0.0];
+        let mut sampler = Sampler::new(params(1.5, 1, 1.0, 7)).unwrap();
+        for _ in 0..50 {
+            assert_eq!(sampler.sample(&logits, &[]), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus() {
+        // Probabilities at temperature 1: about 0.665, 0.245, 0.090.
+        let logits = [2.0, 1.0, 0.0];
+        let mut sampler = Sampler::new(params(1.0, 0, 0.6, 3)).unwrap();
+        for _ in 0..100 {
+            assert_eq!(sampler.sample(&logits, &[]), 0);
+        }
+        let mut sampler = Sampler::new(params(1.0, 0, 0.8, 3)).unwrap();
+        let picks: Vec<u32> = (0..200).map(|_| sampler.sample(&logits, &[])).collect();
+        assert!(picks.contains(&0) && picks.contains(&1), "both nucleus tokens should appear");
+        assert!(!picks.contains(&2), "token 2 is outside the 0.8 nucleus");
+    }
+
+    #[test]
+    fn same_seed_same_tokens() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let draw = |seed| {
+            let mut s = Sampler::new(params(1.0, 0, 1.0, seed)).unwrap();
+            (0..30).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(5), draw(5));
+        assert_ne!(draw(5), draw(6));
+    }
+
+    #[test]
+    fn sampling_frequencies_follow_softmax() {
+        let logits = [0.0f32, (2.0f32).ln(), (7.0f32).ln()]; // probabilities 0.1, 0.2, 0.7
+        let mut sampler = Sampler::new(params(1.0, 0, 1.0, 11)).unwrap();
+        let mut counts = [0usize; 3];
+        for _ in 0..20_000 {
+            counts[sampler.sample(&logits, &[]) as usize] += 1;
+        }
+        for (i, expected) in [0.1, 0.2, 0.7].iter().enumerate() {
+            let freq = counts[i] as f64 / 20_000.0;
+            assert!((freq - expected).abs() < 0.015, "token {i}: frequency {freq}, expected {expected}");
+        }
+    }
+
+    #[test]
+    fn repeat_penalty_divides_positive_and_multiplies_negative() {
+        let mut logits = vec![2.0, -2.0, 1.0];
+        apply_repeat_penalty(&mut logits, &[0, 1, 0], 2.0, 64);
+        assert_eq!(logits, vec![1.0, -4.0, 1.0]);
+    }
+
+    #[test]
+    fn repeat_penalty_looks_only_at_last_n() {
+        let mut logits = vec![2.0, 2.0];
+        apply_repeat_penalty(&mut logits, &[0, 1], 2.0, 1);
+        assert_eq!(logits, vec![2.0, 1.0]);
+    }
+
+    #[test]
+    fn invalid_settings_are_rejected() {
+        let cases = [
+            (SamplingParams { temperature: -1.0, ..SamplingParams::default() }, "temperature"),
+            (SamplingParams { temperature: f32::NAN, ..SamplingParams::default() }, "temperature"),
+            (SamplingParams { top_p: 0.0, ..SamplingParams::default() }, "top_p"),
+            (SamplingParams { top_p: 1.5, ..SamplingParams::default() }, "top_p"),
+            (SamplingParams { repeat_penalty: 0.0, ..SamplingParams::default() }, "repeat_penalty"),
+            (SamplingParams { max_new_tokens: 0, ..SamplingParams::default() }, "max_new_tokens"),
+        ];
+        for (params, name) in cases {
+            let message = params.validate().unwrap_err().to_string();
+            assert!(message.contains(name), "{message:?} should name {name}");
+        }
+    }
+}

@@ -157,9 +157,19 @@ impl ChatSession {
         self.cache.len()
     }
 
-    /// Renders the conversation with `user` appended, as the model will see it.
-    pub fn render_prompt(&self, user: &str) -> Result<String> {
-        self.template.render(&self.messages_with(&self.history, user), true)
+    /// Renders the conversation with `user` appended and `system` as the system prompt, as
+    /// `start_turn` would show it to the model.
+    pub fn render_prompt(&self, user: &str, system: Option<&str>) -> Result<String> {
+        let system = system.filter(|s| !s.trim().is_empty());
+        self.template.render(&messages_with(system, &self.history, user), true)
+    }
+
+    /// Appends a finished exchange to the history without running the model, for example to
+    /// restore a saved conversation. Its tokens are prefilled with the next turn.
+    pub fn push_exchange(&mut self, user: &str, assistant: &str) {
+        self.turn = None;
+        self.history.push(Message::new("user", user));
+        self.history.push(Message::new("assistant", assistant));
     }
 
     /// Encodes a rendered prompt, adding BOS when the file asks for it and the text lacks it.
@@ -194,7 +204,8 @@ impl ChatSession {
         let reserve = sampler.params().max_new_tokens.min(max_context / 2);
         let mut dropped_turns = 0;
         let tokens = loop {
-            let prompt = self.template.render(&self.messages_with(&self.history, user), true)?;
+            let messages = messages_with(self.system_prompt.as_deref(), &self.history, user);
+            let prompt = self.template.render(&messages, true)?;
             let tokens = self.encode_prompt(&prompt)?;
             if tokens.len() + reserve <= max_context {
                 break tokens;
@@ -315,16 +326,6 @@ impl ChatSession {
         self.turn.as_ref().map(|t| t.reply_tokens.as_slice()).unwrap_or(&[])
     }
 
-    fn messages_with(&self, history: &[Message], user: &str) -> Vec<Message> {
-        let mut messages = Vec::with_capacity(history.len() + 2);
-        if let Some(system) = &self.system_prompt {
-            messages.push(Message::new("system", system));
-        }
-        messages.extend_from_slice(history);
-        messages.push(Message::new("user", user));
-        messages
-    }
-
     fn finish(&mut self, reason: StopReason) {
         if let Some(turn) = self.turn.as_mut() {
             turn.reason = Some(reason);
@@ -344,6 +345,16 @@ impl ChatSession {
             n_generated: turn.map(|t| t.reply_tokens.len()).unwrap_or(0),
         }
     }
+}
+
+fn messages_with(system: Option<&str>, history: &[Message], user: &str) -> Vec<Message> {
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    if let Some(system) = system {
+        messages.push(Message::new("system", system));
+    }
+    messages.extend_from_slice(history);
+    messages.push(Message::new("user", user));
+    messages
 }
 
 fn session_info(

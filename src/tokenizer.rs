@@ -34,6 +34,8 @@ const LLAMA3: &[&str] = &["llama3", "llama-bpe", "llama-v3", "dbrx", "smaug-bpe"
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same tokenizer without added tokens, so control-token strings are plain text.
+    plain: tokenizers::Tokenizer,
     /// The bytes each token id stands for (control tokens: their literal text).
     pieces: Vec<Vec<u8>>,
     token_types: Vec<i64>,
@@ -112,6 +114,7 @@ impl Tokenizer {
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(pre_tokenizer(&pre)?));
         inner.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+        let plain = inner.clone();
         let added: Vec<AddedToken> = tokens
             .iter()
             .zip(&token_types)
@@ -136,7 +139,7 @@ impl Tokenizer {
             }
         }
 
-        Ok(Self { inner, pieces, token_types, bos_token_id, eos_token_id, stop_token_ids, add_bos })
+        Ok(Self { inner, plain, pieces, token_types, bos_token_id, eos_token_id, stop_token_ids, add_bos })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -147,6 +150,16 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("encoding failed: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Encodes `text` treating control-token strings as ordinary text, as llama.cpp does with
+    /// `parse_special = false`.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .plain
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(format!("encoding failed: {e}")))?;
         Ok(encoding.get_ids().to_vec())
@@ -299,5 +312,61 @@ impl Utf8Stream {
         let out = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_stream_holds_split_characters() {
+        let text = "a中😀é";
+        let bytes = text.as_bytes();
+        // Every way of cutting the bytes into two pushes gives back the text, and no push
+        // returns a partial character.
+        for cut in 0..=bytes.len() {
+            let mut stream = Utf8Stream::default();
+            let first = stream.push(&bytes[..cut]);
+            let second = stream.push(&bytes[cut..]);
+            assert_eq!(format!("{first}{second}"), text, "cut at byte {cut}");
+            assert!(stream.finish().is_empty(), "cut at byte {cut}");
+        }
+    }
+
+    #[test]
+    fn utf8_stream_one_byte_at_a_time() {
+        let text = "日本語 👩‍👩‍👧 e\u{301}";
+        let mut stream = Utf8Stream::default();
+        let out: String = text.as_bytes().iter().map(|b| stream.push(&[*b])).collect();
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn utf8_stream_replaces_invalid_bytes() {
+        let mut stream = Utf8Stream::default();
+        assert_eq!(stream.push(&[b'a', 0xFF, b'b']), "a\u{FFFD}b");
+        assert_eq!(stream.push(&[0xE4, 0xB8]), "");
+        assert_eq!(stream.finish(), "\u{FFFD}");
+    }
+
+    #[test]
+    fn byte_level_table_is_a_bijection() {
+        let table = byte_level_decoder();
+        assert_eq!(table.len(), 256);
+        let mut bytes: Vec<u8> = table.values().copied().collect();
+        bytes.sort();
+        bytes.dedup();
+        assert_eq!(bytes.len(), 256);
+        assert_eq!(table[&'Ġ'], b' ');
+        assert_eq!(table[&'Ċ'], b'\n');
+        assert_eq!(table[&'a'], b'a');
+    }
+
+    #[test]
+    fn byte_token_parses() {
+        assert_eq!(parse_byte_token("<0x0A>"), Some(b'\n'));
+        assert_eq!(parse_byte_token("<0xZZ>"), None);
+        assert_eq!(parse_byte_token("0x0A"), None);
     }
 }

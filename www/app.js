@@ -296,8 +296,17 @@ function onWorkerError(message) {
     state.loading = null;
     renderSourceNote();
   }
-  if (message.context === 'send' || message.context === 'internal' || fatal) {
-    chat.finishReply(null, null);
+  if (['send', 'generate', 'internal'].includes(message.context) || fatal) {
+    const failedBeforeText = chat.finishReply(null, null);
+    // The engine keeps no trace of a turn that failed in startTurn (for
+    // example a prompt too long for the context), so give the text back for
+    // editing.
+    if (failedBeforeText && message.context === 'send') {
+      const text = chat.removeLastUserMessage();
+      if (text !== null && elements.prompt.value === '') {
+        elements.prompt.value = text;
+      }
+    }
     state.generating = false;
     state.stopping = false;
   }
@@ -306,7 +315,7 @@ function onWorkerError(message) {
   let key;
   if (ERROR_CODES.has(message.code)) {
     key = `error.${message.code}`;
-  } else if (['load', 'send', 'reset'].includes(message.context)) {
+  } else if (['load', 'send', 'generate', 'reset'].includes(message.context)) {
     key = `error.context.${message.context}`;
   } else {
     key = 'error.context.other';

@@ -96,12 +96,13 @@ export class ChatView {
 
   /**
    * Ends the streamed reply. `reason` is the worker's done reason and
-   * `stats` its timing (both may be null when the turn failed).
+   * `stats` its timing (both may be null when the turn failed). Returns true
+   * when the turn failed before any text, which removes the empty reply.
    */
   finishReply(reason, stats) {
     const reply = this.reply;
     if (reply === null) {
-      return;
+      return false;
     }
     this.reply = null;
     reply.item.classList.remove('streaming');
@@ -109,7 +110,7 @@ export class ChatView {
       // The turn failed before any text: the error area explains it.
       reply.item.remove();
       this.emptyState.hidden = this.list.childElementCount > 0;
-      return;
+      return true;
     }
     if (reply.text === null) {
       reply.placeholder.remove();
@@ -136,6 +137,19 @@ export class ChatView {
     }
     reply.meta.replaceChildren(...parts);
     reply.item.dataset.reason = reason ?? 'error';
+    return false;
+  }
+
+  /** Removes the newest user message and returns its text, or null when there is none. */
+  removeLastUserMessage() {
+    const messages = this.list.querySelectorAll('.message-user');
+    const last = messages[messages.length - 1];
+    if (last === undefined) {
+      return null;
+    }
+    last.remove();
+    this.emptyState.hidden = this.list.childElementCount > 0;
+    return last.querySelector('.message-body').textContent;
   }
 
   /**

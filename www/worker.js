@@ -170,10 +170,19 @@ async function fetchModel(url) {
   const absoluteUrl = new URL(url, self.location.href).href;
   const cache = await openModelCache();
 
+  const name = fileNameFromUrl(url);
   const cachedResponse = cache ? await cache.match(absoluteUrl) : undefined;
   if (cachedResponse) {
     const total = Number(cachedResponse.headers.get('content-length')) || 0;
     const bytes = await readWithProgress(cachedResponse, total);
+    try {
+      checkGgufMagic(bytes, name);
+    } catch (error) {
+      // A damaged cache entry would fail every later load: drop it so that
+      // the next load downloads the file again.
+      await cache.delete(absoluteUrl);
+      throw error;
+    }
     return { bytes, cached: true, cacheError: null };
   }
 
@@ -196,6 +205,9 @@ async function fetchModel(url) {
 
   const total = Number(response.headers.get('content-length')) || 0;
   const bytes = await readWithProgress(response, total);
+  // Checked before caching, so that for example an HTML error page served
+  // with status 200 is not stored as the model.
+  checkGgufMagic(bytes, name);
 
   let cacheError = null;
   if (cache) {
@@ -262,7 +274,13 @@ async function handleLoad(message) {
   // engine rejects leaves the current model in place.
   const parseStarted = performance.now();
   const newEngine = new bindings.ChatEngine(bytes, maxContext);
-  const info = JSON.parse(newEngine.info());
+  let info;
+  try {
+    info = JSON.parse(newEngine.info());
+  } catch (error) {
+    newEngine.free();
+    throw error;
+  }
   const finished = performance.now();
   bytes = null;
 
@@ -323,6 +341,11 @@ function nextTokenOrStop() {
       } catch (stopError) {
         console.warn('prunechat worker: stop after a failed token failed:', stopError);
       }
+    }
+    // Reported with context 'generate': unlike a failed startTurn, the turn
+    // and its partial reply stay in the engine's history.
+    if (error !== null && typeof error === 'object') {
+      error.context = 'generate';
     }
     throw error;
   }
@@ -432,7 +455,7 @@ async function runCommand(message) {
     assertEngineUsable();
     await handler(message);
   } catch (error) {
-    reportError(message.type, error);
+    reportError(error?.context ?? message.type, error);
   }
 }
 

@@ -76,7 +76,7 @@ function recordWorkerMessages() {
  * and uncaught exceptions. Call `session.close()` at the end of the test: it
  * asserts that none occurred.
  */
-async function openChat({ initScript = null, onContext = null, path = '/' } = {}) {
+async function openChat({ maxContext = null, onContext = null, path = '/' } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   onContext?.(context);
   const problems = [];
@@ -87,8 +87,8 @@ async function openChat({ initScript = null, onContext = null, path = '/' } = {}
   });
   context.on('weberror', (error) => problems.push(`uncaught: ${error.error().message}`));
   await context.addInitScript(recordWorkerMessages);
-  if (initScript !== null) {
-    await context.addInitScript(initScript);
+  if (maxContext !== null) {
+    await context.addInitScript(storeMaxContext, maxContext);
   }
 
   const page = await context.newPage();
@@ -105,6 +105,14 @@ async function openChat({ initScript = null, onContext = null, path = '/' } = {}
       assert.deepEqual(problems, [], 'the page logged errors');
     },
   };
+}
+
+/** Stores the context length setting before the page loads its model. */
+function storeMaxContext(maxContext) {
+  // Init scripts also run in about:blank, where localStorage throws.
+  if (location.protocol.startsWith('http')) {
+    localStorage.setItem('prunechat.settings', JSON.stringify({ maxContext }));
+  }
 }
 
 async function waitForModel(page) {
@@ -371,14 +379,7 @@ describe('chat page', { timeout: TEST_TIMEOUT_MS }, () => {
 
   test('old turns are dropped when the context fills', async () => {
     // A 256-token context fills after a few turns.
-    const session = await openChat({
-      initScript: () => {
-        // Init scripts also run in about:blank, where localStorage throws.
-        if (location.protocol.startsWith('http')) {
-          localStorage.setItem('prunechat.settings', JSON.stringify({ maxContext: 256 }));
-        }
-      },
-    });
+    const session = await openChat({ maxContext: 256 });
     const { page } = session;
     await waitForModel(page);
     assert.match(await page.textContent('[data-testid=fact-context]'), /^256 \//);
@@ -407,6 +408,30 @@ describe('chat page', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.equal(await notice.count(), 1);
     assert.match(await notice.textContent(), /dropped because the conversation no longer fits/);
     assert.ok((await page.locator('.message.dropped').count()) >= 2, 'dropped turns are not marked');
+    await session.close();
+  });
+
+  test('prompt longer than the context is rejected', async () => {
+    const session = await openChat({ maxContext: 256 });
+    const { page } = session;
+    await waitForModel(page);
+    await setSampling(page, { ...GREEDY, 'max-new-tokens': 64 });
+
+    const longPrompt = `Summarize this text. ${'The cat sat on the mat and looked at the rain. '.repeat(30)}`.trim();
+    const from = await messageCount(page);
+    await page.fill('[data-testid=prompt]', longPrompt);
+    await page.press('[data-testid=prompt]', 'Enter');
+    const error = await waitForWorkerMessage(page, 'error', from, 60_000);
+    assert.equal(error.context, 'send');
+    assert.equal(error.fatal, false);
+    assert.match(await page.textContent('[data-testid=error-text]'), /Starting the reply failed/);
+    assert.equal(await page.inputValue('[data-testid=prompt]'), longPrompt, 'the prompt was not given back');
+    assert.equal(await page.locator('[data-testid=messages] > li').count(), 0);
+    assert.equal(await page.isEnabled('[data-testid=send]'), true);
+
+    const reply = await ask(page, 'What is 2+2?');
+    assert.deepEqual(reply.errors, []);
+    assert.match(reply.replyText, /4/);
     await session.close();
   });
 

@@ -1,0 +1,207 @@
+//! Files and arguments that must be rejected with a clear error, never a panic.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::process::Command;
+
+use candle_core::quantized::GgmlDType;
+use prunechat::gguf::{Gguf, MetadataValue};
+use prunechat::session::ChatSession;
+use prunechat::synthetic::{tiny_llama, TinySpec};
+
+fn load_error(bytes: &[u8]) -> String {
+    match Gguf::read(bytes).and_then(|g| ChatSession::from_gguf(g, 64)) {
+        Ok(_) => panic!("{} bytes loaded, expected an error", bytes.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn tiny_bytes() -> Vec<u8> {
+    tiny_llama(&TinySpec::default()).unwrap().to_bytes().unwrap()
+}
+
+fn with_metadata(key: &str, value: Option<MetadataValue>) -> Vec<u8> {
+    let mut gguf = tiny_llama(&TinySpec::default()).unwrap();
+    match value {
+        Some(v) => gguf.metadata.insert(key.to_string(), v),
+        None => gguf.metadata.remove(key),
+    };
+    gguf.to_bytes().unwrap()
+}
+
+#[test]
+fn not_a_gguf_file() {
+    for bytes in [&b""[..], b"GG", b"PK\x03\x04 a zip file", b"<html>not a model</html>"] {
+        let err = load_error(bytes);
+        assert!(err.contains("GGUF magic"), "{err}");
+    }
+}
+
+#[test]
+fn truncated_file_at_every_section() {
+    let bytes = tiny_bytes();
+    // Cut inside the header, the metadata, the tensor table and the tensor data.
+    let cuts = [5, 12, 24, 100, 1_000, 4_000, 10_000, bytes.len() / 2, bytes.len() - 1];
+    for cut in cuts {
+        let err = load_error(&bytes[..cut]);
+        assert!(err.contains("invalid GGUF") || err.contains("truncated"), "cut at {cut}: {err}");
+    }
+}
+
+#[test]
+fn unsupported_architecture() {
+    let err = load_error(&with_metadata("general.architecture", Some(MetadataValue::String("mamba".into()))));
+    assert!(err.contains("unsupported architecture `mamba`"), "{err}");
+}
+
+#[test]
+fn missing_required_key() {
+    let err = load_error(&with_metadata("llama.embedding_length", None));
+    assert!(err.contains("missing GGUF metadata key `llama.embedding_length`"), "{err}");
+}
+
+#[test]
+fn head_counts_that_break_grouping() {
+    let counts = MetadataValue::Array(vec![MetadataValue::U32(4), MetadataValue::U32(4)]);
+    let kv = MetadataValue::Array(vec![MetadataValue::U32(3), MetadataValue::U32(2)]);
+    let mut gguf = tiny_llama(&TinySpec::default()).unwrap();
+    gguf.metadata.insert("llama.attention.head_count".into(), counts);
+    gguf.metadata.insert("llama.attention.head_count_kv".into(), kv);
+    let err = load_error(&gguf.to_bytes().unwrap());
+    assert!(err.contains("not a multiple of 3 key/value heads"), "{err}");
+}
+
+#[test]
+fn tensor_shape_disagrees_with_metadata() {
+    let err = load_error(&with_metadata("llama.feed_forward_length", Some(MetadataValue::U32(100))));
+    assert!(err.contains("blk.0.ffn_gate.weight"), "{err}");
+    assert!(err.contains("does not match the metadata"), "{err}");
+}
+
+#[test]
+fn unknown_tensor_type() {
+    // Patch the type field of the first tensor-table entry to 99, a code GGML does not define.
+    let gguf = tiny_llama(&TinySpec::default()).unwrap();
+    let mut bytes = gguf.to_bytes().unwrap();
+    let name = gguf.tensors[0].0.as_bytes();
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+    let n_dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let type_at = at + 4 + 8 * n_dims;
+    bytes[type_at..type_at + 4].copy_from_slice(&99u32.to_le_bytes());
+    let err = load_error(&bytes);
+    assert!(err.contains("unknown dtype for tensor 99"), "{err}");
+}
+
+#[test]
+fn nan_in_norm_weight() {
+    let mut gguf = tiny_llama(&TinySpec::default()).unwrap();
+    let index = gguf.tensors.iter().position(|(n, _)| n == "output_norm.weight").unwrap();
+    let values = candle_core::Tensor::new(&[f32::NAN; 64], &candle_core::Device::Cpu).unwrap();
+    gguf.tensors[index].1 = candle_core::quantized::QTensor::quantize(&values, GgmlDType::F32).unwrap();
+    let err = load_error(&gguf.to_bytes().unwrap());
+    assert!(err.contains("output_norm.weight") && err.contains("not a finite number"), "{err}");
+}
+
+#[test]
+fn special_token_out_of_range() {
+    let err = load_error(&with_metadata("tokenizer.ggml.eos_token_id", Some(MetadataValue::U32(100_000))));
+    assert!(err.contains("tokenizer.ggml.eos_token_id") && err.contains("outside the vocabulary"), "{err}");
+}
+
+#[test]
+fn chat_template_that_does_not_compile() {
+    let err = load_error(&with_metadata("tokenizer.chat_template", Some(MetadataValue::String("{% for m in messages %}".into()))));
+    assert!(err.contains("tokenizer.chat_template does not compile"), "{err}");
+}
+
+#[test]
+fn chat_template_that_raises() {
+    let template = "{{ raise_exception('roles must alternate') }}";
+    let err = load_error(&with_metadata("tokenizer.chat_template", Some(MetadataValue::String(template.into()))));
+    assert!(err.contains("roles must alternate"), "{err}");
+}
+
+fn prunechat(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_prunechat")).args(args).output().expect("the CLI runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn cli_reports_bad_files_with_nonzero_exit() {
+    let dir = std::env::temp_dir().join(format!("prunechat-bad-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("notes.gguf");
+    std::fs::write(&text, "hello").unwrap();
+    let truncated = dir.join("truncated.gguf");
+    std::fs::write(&truncated, &tiny_bytes()[..3000]).unwrap();
+
+    for (args, expected) in [
+        (vec!["info", text.to_str().unwrap()], "GGUF magic"),
+        (vec!["chat", truncated.to_str().unwrap(), "--prompt", "hi"], "truncated"),
+        (vec!["info", "/nonexistent/model.gguf"], "No such file"),
+        (vec!["convert", text.to_str().unwrap(), "/tmp/x.gguf", "--to", "q3_x"], "\"q3_x\" is not one of"),
+    ] {
+        let (code, _, stderr) = prunechat(&args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cli_rejects_empty_prompt_and_bad_sampling() {
+    let model = common::smollm2_q8_0();
+    let model = model.to_str().unwrap();
+    for (args, expected) in [
+        (vec!["chat", model, "--prompt", "  "], "the message is empty"),
+        (vec!["chat", model, "--prompt", "hi", "--top-p", "0"], "top_p"),
+        (vec!["chat", model, "--prompt", "hi", "--temperature=-1"], "temperature"),
+    ] {
+        let (code, _, stderr) = prunechat(&args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn cli_convert_refuses_to_overwrite_input() {
+    let dir = std::env::temp_dir().join(format!("prunechat-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("tiny.gguf");
+    std::fs::write(&input, tiny_bytes()).unwrap();
+    let before = std::fs::read(&input).unwrap();
+
+    let (code, _, stderr) = prunechat(&["convert", input.to_str().unwrap(), input.to_str().unwrap(), "--to", "q8_0"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is the input file") && stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read(&input).unwrap(), before, "the input is untouched");
+
+    let out = dir.join("tiny-q8_0.gguf");
+    let (code, stdout, stderr) = prunechat(&["convert", input.to_str().unwrap(), out.to_str().unwrap(), "--to", "q8_0"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("converted to Q8_0"), "{stdout}");
+    let converted = Gguf::open(&out).unwrap();
+    assert!(converted.tensors.iter().all(|(_, t)| t.dtype() == GgmlDType::Q8_0 || t.shape().rank() == 1));
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn converted_q8_0_model_agrees_with_q4_1() {
+    // Q4_1 to Q8_0 requantizes values that Q4_1 already rounded, so the logits move a little.
+    let q4 = Gguf::open(common::smollm2_q4_1()).unwrap();
+    let q8 = common::load_smollm2();
+    let tokens = [1u32, 4093, 198, 19556, 2, 198, 1, 520, 9531, 198];
+    let logits = |g: Gguf| {
+        let model = prunechat::model::Model::from_gguf(g).unwrap();
+        let mut cache = prunechat::model::KvCache::new(model.config(), 64);
+        model.forward_last(&tokens, &mut cache).unwrap().to_vec1::<f32>().unwrap()
+    };
+    let (a, b) = (logits(q4), logits(q8));
+    assert_eq!(prunechat::sampler::argmax(&a), prunechat::sampler::argmax(&b));
+    let diff = common::max_abs_diff(&a, &b);
+    assert!(diff < 1.5, "Q8_0 logits differ from Q4_1 by {diff}");
+}

@@ -21,7 +21,7 @@
 // on a free port of 127.0.0.1 and stops it at the end.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -383,6 +383,21 @@ function gitRevision() {
   }
 }
 
+/** Describes pkg/ and warns when a file under src/ is newer than the built wasm. */
+function packageBuildDescription() {
+  const wasmPath = join(ROOT, 'pkg', 'prunechat_bg.wasm');
+  if (!existsSync(wasmPath)) {
+    return 'pkg/prunechat_bg.wasm missing';
+  }
+  const builtAt = statSync(wasmPath).mtimeMs;
+  const sources = readdirSync(join(ROOT, 'src'), { recursive: true })
+    .filter((file) => file.endsWith('.rs'))
+    .map((file) => statSync(join(ROOT, 'src', file)).mtimeMs);
+  const stale = sources.some((modifiedAt) => modifiedAt > builtAt);
+  const built = new Date(builtAt).toISOString().slice(0, 16).replace('T', ' ');
+  return `pkg/ built ${built} UTC${stale ? ', older than the sources in src/' : ''}`;
+}
+
 function wllamaVersion() {
   try {
     const manifest = join(ROOT, 'node_modules', '@wllama', 'wllama', 'package.json');
@@ -440,7 +455,7 @@ function buildReport({ runs, modelPath, info, prunechat, wllama, wllamaError, ch
     `- Machine: ${machineDescription()}`,
     `- Browser: Chromium ${chromiumVersion}, headless, flags ${CHROMIUM_ARGS.join(' ')}`,
     `- Model: \`${modelPath}\` (${info.name}, ${(info.n_params / 1e6).toFixed(1)} M parameters, ${formatters.mib(info.file_bytes)}), context ${MAX_CONTEXT} tokens`,
-    `- prunechat: ${gitRevision()}, wasm target features ${wasmTargetFeatures()}, one worker`,
+    `- prunechat: ${gitRevision()}, ${packageBuildDescription()}, wasm target features ${wasmTargetFeatures()}, one worker`,
     '',
     header,
     separator,

@@ -112,3 +112,24 @@ fn gguf_bytes_round_trip() {
     assert_eq!(back.to_bytes().unwrap(), bytes, "writing again gives the same bytes");
 }
 
+
+#[test]
+fn dense_model_matches_inference_model() {
+    use prunechat::model::dense::DenseModel;
+    let spec = TinySpec { layers: vec![(4, 2, 96), (6, 3, 64)], tied_embeddings: false, ..TinySpec::default() };
+    let gguf = tiny_llama(&spec).unwrap();
+    let dense = DenseModel::from_gguf(&gguf).unwrap();
+    let model = Model::from_gguf(tiny_llama(&spec).unwrap()).unwrap();
+    let tokens: Vec<u32> = (0..20).map(|i| (i * 5 + 2) % 259).collect();
+    let reference = full_pass(&model, &tokens);
+
+    let input = candle_core::Tensor::new(tokens.as_slice(), &candle_core::Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    for differentiable in [false, true] {
+        let logits: Vec<Vec<f32>> = dense.forward(&input, differentiable).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        assert_close(&logits, &reference, TINY_MODEL_TOLERANCE, &format!("dense (differentiable: {differentiable})"));
+    }
+
+    // Quantizing the master weights back to F32 GGUF gives the same model.
+    let back = Model::from_gguf(dense.to_gguf(GgmlDType::F32).unwrap()).unwrap();
+    assert_close(&full_pass(&back, &tokens), &reference, 0.0, "to_gguf round trip");
+}

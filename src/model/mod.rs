@@ -5,6 +5,7 @@
 //! head counts and FFN width, so a structurally pruned model is an ordinary model.
 
 pub mod config;
+pub mod dense;
 pub mod kv_cache;
 
 use std::sync::Arc;
@@ -229,7 +230,7 @@ impl Model {
 
 /// Returns `(cos, sin)`, each `(positions, head_dim / 2)`, for rotation frequencies
 /// `theta^(-2i / head_dim)`.
-fn rope_tables(head_dim: usize, positions: usize, theta: f32) -> Result<(Tensor, Tensor)> {
+pub(crate) fn rope_tables(head_dim: usize, positions: usize, theta: f32) -> Result<(Tensor, Tensor)> {
     let inv_freq: Vec<f32> =
         (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32)).collect();
     let inv_freq = Tensor::new(inv_freq.as_slice(), &Device::Cpu)?.unsqueeze(0)?; // (1, hd/2)
@@ -240,7 +241,7 @@ fn rope_tables(head_dim: usize, positions: usize, theta: f32) -> Result<(Tensor,
 
 /// Returns the additive causal mask `(seq, pos + seq)` for `seq` new positions after `pos`
 /// cached ones, or `None` for a single position, which may attend to everything.
-fn causal_mask(seq: usize, pos: usize) -> Result<Option<Tensor>> {
+pub(crate) fn causal_mask(seq: usize, pos: usize) -> Result<Option<Tensor>> {
     if seq == 1 {
         return Ok(None);
     }

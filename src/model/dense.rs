@@ -1,0 +1,281 @@
+//! F32 master weights: the form the model takes for pruning and training.
+//!
+//! Every weight is a candle `Var`, so the same struct serves calibration (plain forward, fast
+//! kernels) and training (differentiable forward, gradients through candle's autograd).
+//! `from_gguf` dequantizes a file's tensors and `to_gguf` quantizes them back.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use crate::error::{Error, Result};
+use crate::gguf::{Gguf, MetadataValue};
+use crate::model::config::{Config, LayerDims};
+use crate::model::{causal_mask, rope_tables};
+
+/// The seven weight matrices of a decoder layer, named as in GGUF (`blk.N.<name>.weight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearKind {
+    AttnQ,
+    AttnK,
+    AttnV,
+    AttnOutput,
+    FfnGate,
+    FfnUp,
+    FfnDown,
+}
+
+impl LinearKind {
+    pub const ALL: [LinearKind; 7] = [
+        LinearKind::AttnQ,
+        LinearKind::AttnK,
+        LinearKind::AttnV,
+        LinearKind::AttnOutput,
+        LinearKind::FfnGate,
+        LinearKind::FfnUp,
+        LinearKind::FfnDown,
+    ];
+
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            LinearKind::AttnQ => "attn_q",
+            LinearKind::AttnK => "attn_k",
+            LinearKind::AttnV => "attn_v",
+            LinearKind::AttnOutput => "attn_output",
+            LinearKind::FfnGate => "ffn_gate",
+            LinearKind::FfnUp => "ffn_up",
+            LinearKind::FfnDown => "ffn_down",
+        }
+    }
+
+    /// The GGUF tensor name of this matrix in layer `l`.
+    pub fn tensor_name(self, l: usize) -> String {
+        format!("blk.{l}.{}.weight", self.gguf_name())
+    }
+}
+
+/// One decoder layer's weights. Matrices are `(out_features, in_features)`.
+pub struct DenseLayer {
+    pub dims: LayerDims,
+    pub attn_norm: Var,
+    pub ffn_norm: Var,
+    pub linears: HashMap<LinearKind, Var>,
+}
+
+impl DenseLayer {
+    pub fn linear(&self, kind: LinearKind) -> &Var {
+        &self.linears[&kind]
+    }
+}
+
+pub struct DenseModel {
+    pub config: Config,
+    /// `(vocab_size, hidden_size)`.
+    pub token_embd: Var,
+    /// `None` when the output head is tied to `token_embd`.
+    pub output: Option<Var>,
+    pub output_norm: Var,
+    pub layers: Vec<DenseLayer>,
+    /// Metadata of the file the weights came from, kept for `to_gguf`.
+    pub metadata: HashMap<String, MetadataValue>,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Receives the input of each weight matrix during `layer_forward`: the kind and a tensor of
+/// shape `(batch, seq, in_features)`.
+pub type CaptureFn<'a> = dyn FnMut(LinearKind, &Tensor) -> Result<()> + 'a;
+
+impl DenseModel {
+    /// Dequantizes every tensor of `gguf` to F32.
+    pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
+        let config = Config::from_gguf(gguf)?;
+        let load = |name: &str| -> Result<Var> {
+            let t = gguf.tensor(name).ok_or_else(|| Error::tensor(name, "missing from the file"))?;
+            Ok(Var::from_tensor(&t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?)?)
+        };
+        let mut layers = Vec::with_capacity(config.n_layers());
+        for (l, dims) in config.layers.iter().enumerate() {
+            let mut linears = HashMap::new();
+            for kind in LinearKind::ALL {
+                linears.insert(kind, load(&kind.tensor_name(l))?);
+            }
+            layers.push(DenseLayer {
+                dims: *dims,
+                attn_norm: load(&format!("blk.{l}.attn_norm.weight"))?,
+                ffn_norm: load(&format!("blk.{l}.ffn_norm.weight"))?,
+                linears,
+            });
+        }
+        let positions = config.context_length.clamp(1, 32_768);
+        let (cos, sin) = rope_tables(config.head_dim, positions, config.rope_theta)?;
+        Ok(Self {
+            token_embd: load("token_embd.weight")?,
+            output: if config.tied_embeddings { None } else { Some(load("output.weight")?) },
+            output_norm: load("output_norm.weight")?,
+            layers,
+            metadata: gguf.metadata.clone(),
+            config,
+            cos,
+            sin,
+        })
+    }
+
+    /// Builds a GGUF file: matrices quantized to `dtype` (F16 where a row does not fill whole
+    /// blocks), norms in F32, and the metadata updated to the current per-layer sizes.
+    pub fn to_gguf(&self, dtype: GgmlDType) -> Result<Gguf> {
+        let mut metadata = self.metadata.clone();
+        let arch = self.config.architecture.clone();
+        let per_layer = |f: fn(&LayerDims) -> usize| -> MetadataValue {
+            let values: Vec<usize> = self.layers.iter().map(|l| f(&l.dims)).collect();
+            // A single value where all layers agree keeps the file loadable by every reader.
+            if values.windows(2).all(|w| w[0] == w[1]) {
+                MetadataValue::U32(values[0] as u32)
+            } else {
+                MetadataValue::Array(values.into_iter().map(|v| MetadataValue::U32(v as u32)).collect())
+            }
+        };
+        metadata.insert(format!("{arch}.block_count"), MetadataValue::U32(self.layers.len() as u32));
+        metadata.insert(format!("{arch}.attention.head_count"), per_layer(|d| d.n_heads));
+        metadata.insert(format!("{arch}.attention.head_count_kv"), per_layer(|d| d.n_kv_heads));
+        metadata.insert(format!("{arch}.feed_forward_length"), per_layer(|d| d.ffn_dim));
+        metadata.insert(format!("{arch}.attention.key_length"), MetadataValue::U32(self.config.head_dim as u32));
+        metadata.insert(format!("{arch}.attention.value_length"), MetadataValue::U32(self.config.head_dim as u32));
+        metadata.insert("general.file_type".into(), MetadataValue::U32(crate::convert::file_type_code(dtype)));
+
+        let matrix = |t: &Tensor| -> Result<QTensor> {
+            let cols = t.dim(D::Minus1)?;
+            let dtype = if cols % dtype.block_size() == 0 { dtype } else { GgmlDType::F16 };
+            Ok(QTensor::quantize(t, dtype)?)
+        };
+        let vector = |t: &Tensor| -> Result<QTensor> { Ok(QTensor::quantize(t, GgmlDType::F32)?) };
+
+        let mut tensors = vec![("token_embd.weight".to_string(), matrix(&self.token_embd)?)];
+        for (l, layer) in self.layers.iter().enumerate() {
+            tensors.push((format!("blk.{l}.attn_norm.weight"), vector(&layer.attn_norm)?));
+            for kind in LinearKind::ALL {
+                tensors.push((kind.tensor_name(l), matrix(layer.linear(kind))?));
+            }
+            tensors.push((format!("blk.{l}.ffn_norm.weight"), vector(&layer.ffn_norm)?));
+        }
+        tensors.push(("output_norm.weight".into(), vector(&self.output_norm)?));
+        if let Some(output) = &self.output {
+            tensors.push(("output.weight".into(), matrix(output)?));
+        }
+        Ok(Gguf { metadata, tensors, file_bytes: 0 })
+    }
+
+    /// All trainable weights, in a fixed order: embedding, per layer (norms, then matrices in
+    /// `LinearKind::ALL` order), output norm, output head.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        let mut vars = vec![("token_embd.weight".to_string(), self.token_embd.clone())];
+        for (l, layer) in self.layers.iter().enumerate() {
+            vars.push((format!("blk.{l}.attn_norm.weight"), layer.attn_norm.clone()));
+            vars.push((format!("blk.{l}.ffn_norm.weight"), layer.ffn_norm.clone()));
+            for kind in LinearKind::ALL {
+                vars.push((kind.tensor_name(l), layer.linear(kind).clone()));
+            }
+        }
+        vars.push(("output_norm.weight".into(), self.output_norm.clone()));
+        if let Some(output) = &self.output {
+            vars.push(("output.weight".into(), output.clone()));
+        }
+        vars
+    }
+
+    /// Token embeddings: `tokens` `(batch, seq)` to `(batch, seq, hidden)`.
+    pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let flat = tokens.flatten_all()?;
+        Ok(self.token_embd.as_tensor().embedding(&flat)?.reshape((b, t, self.config.hidden_size))?)
+    }
+
+    /// Runs decoder layer `l` on hidden states `x` `(batch, seq, hidden)` starting at position
+    /// 0, with a causal mask. `capture` sees the input of every weight matrix.
+    /// With `differentiable`, only operations that candle can backpropagate through are used.
+    pub fn layer_forward(&self, l: usize, x: &Tensor, differentiable: bool, mut capture: Option<&mut CaptureFn>) -> Result<Tensor> {
+        let layer = &self.layers[l];
+        let (b, seq, _) = x.dims3()?;
+        let hd = self.config.head_dim;
+        let (n_heads, n_kv) = (layer.dims.n_heads, layer.dims.n_kv_heads);
+        let n_rep = n_heads / n_kv;
+        let mut seen = |kind: LinearKind, t: &Tensor| -> Result<()> {
+            match capture.as_mut() {
+                Some(f) => f(kind, t),
+                None => Ok(()),
+            }
+        };
+        let linear = |kind: LinearKind, t: &Tensor| -> Result<Tensor> {
+            Ok(t.broadcast_matmul(&layer.linear(kind).as_tensor().t()?)?)
+        };
+
+        // Attention block.
+        let h = self.rms_norm(x, &layer.attn_norm, differentiable)?;
+        seen(LinearKind::AttnQ, &h)?;
+        seen(LinearKind::AttnK, &h)?;
+        seen(LinearKind::AttnV, &h)?;
+        let q = linear(LinearKind::AttnQ, &h)?.reshape((b, seq, n_heads, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_heads, seq, hd)
+        let k = linear(LinearKind::AttnK, &h)?.reshape((b, seq, n_kv, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_kv, seq, hd)
+        let v = linear(LinearKind::AttnV, &h)?.reshape((b, seq, n_kv, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_kv, seq, hd)
+        let cos = self.cos.narrow(0, 0, seq)?;
+        let sin = self.sin.narrow(0, 0, seq)?;
+        let (q, k) = if differentiable {
+            (candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?)
+        } else {
+            (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
+        };
+        let q = q.reshape((b, n_kv, n_rep * seq, hd))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // (b, n_kv, n_rep * seq, seq)
+        let scores = match causal_mask(seq, 0)? {
+            Some(mask) => scores.reshape((b, n_kv, n_rep, seq, seq))?.broadcast_add(&mask)?.reshape((b, n_kv, n_rep * seq, seq))?,
+            None => scores,
+        };
+        let probs = if differentiable {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let y = probs.matmul(&v)?.reshape((b, n_heads, seq, hd))?.transpose(1, 2)?.reshape((b, seq, n_heads * hd))?;
+        seen(LinearKind::AttnOutput, &y)?;
+        let x = (x + linear(LinearKind::AttnOutput, &y)?)?;
+
+        // SwiGLU MLP block.
+        let h = self.rms_norm(&x, &layer.ffn_norm, differentiable)?;
+        seen(LinearKind::FfnGate, &h)?;
+        seen(LinearKind::FfnUp, &h)?;
+        let act = (linear(LinearKind::FfnGate, &h)?.silu()? * linear(LinearKind::FfnUp, &h)?)?;
+        seen(LinearKind::FfnDown, &act)?;
+        Ok((x + linear(LinearKind::FfnDown, &act)?)?)
+    }
+
+    /// Final norm and output head: `(batch, seq, hidden)` to logits `(batch, seq, vocab)`.
+    pub fn head(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let h = self.rms_norm(x, &self.output_norm, differentiable)?;
+        let w = self.output.as_ref().unwrap_or(&self.token_embd);
+        Ok(h.broadcast_matmul(&w.as_tensor().t()?)?)
+    }
+
+    /// Full forward pass: `tokens` `(batch, seq)` to logits `(batch, seq, vocab)`.
+    pub fn forward(&self, tokens: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let seq = tokens.dim(1)?;
+        if seq > self.cos.dim(0)? {
+            return Err(Error::invalid_argument("sequence", format!("{seq} tokens exceed the context of {}", self.cos.dim(0)?)));
+        }
+        let mut x = self.embed(tokens)?;
+        for l in 0..self.layers.len() {
+            x = self.layer_forward(l, &x, differentiable, None)?;
+        }
+        self.head(&x, differentiable)
+    }
+
+    fn rms_norm(&self, x: &Tensor, weight: &Var, differentiable: bool) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        Ok(if differentiable {
+            candle_nn::ops::rms_norm_slow(x, weight.as_tensor(), eps)?
+        } else {
+            candle_nn::ops::rms_norm(x, weight.as_tensor(), eps)?
+        })
+    }
+}

@@ -33,69 +33,88 @@ pub struct PerplexityReport {
     pub reference_perplexity: Option<f64>,
 }
 
-/// Runs `model` (and `reference`, when given) on every window and scores the next-token
-/// predictions. `progress(done, total)` is called after each window.
-pub fn perplexity(
-    model: &Model,
-    windows: &[Vec<u32>],
-    reference: Option<&Model>,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<PerplexityReport> {
+/// A model's predictions on a set of windows, kept so that several models can be compared
+/// with one reference without running the reference again.
+#[derive(Debug, Clone)]
+pub struct WindowPredictions {
+    /// Highest-logit token at positions `0..len − 1` of each window.
+    pub top1: Vec<Vec<u32>>,
+    /// Sum of `−log p(token[t] | token[..t])` for `t` in `1..len`, per window.
+    pub nll_sums: Vec<f64>,
+}
+
+impl WindowPredictions {
+    pub fn n_predicted(&self) -> usize {
+        self.top1.iter().map(Vec::len).sum()
+    }
+
+    pub fn perplexity(&self) -> f64 {
+        (self.nll_sums.iter().sum::<f64>() / self.n_predicted() as f64).exp()
+    }
+}
+
+/// Runs `model` on every window and records its predictions. `progress(done, total)` is
+/// called after each window.
+pub fn predict(model: &Model, windows: &[Vec<u32>], progress: &mut dyn FnMut(usize, usize)) -> Result<WindowPredictions> {
     if windows.is_empty() {
         return Err(Error::invalid_argument("evaluation data", "no windows to evaluate"));
     }
-    if let Some(reference) = reference {
-        if reference.config().vocab_size != model.config().vocab_size {
-            return Err(Error::invalid_argument(
-                "reference model",
-                format!(
-                    "vocabulary of {} tokens differs from the evaluated model's {}; both need the same tokenizer",
-                    reference.config().vocab_size,
-                    model.config().vocab_size
-                ),
-            ));
-        }
-    }
-
-    let mut nll_sum = 0.0;
-    let mut reference_nll_sum = 0.0;
-    let mut n_predicted = 0;
-    let mut n_agree = 0;
+    let mut predictions = WindowPredictions { top1: Vec::with_capacity(windows.len()), nll_sums: Vec::with_capacity(windows.len()) };
     for (i, tokens) in windows.iter().enumerate() {
         if tokens.len() < 2 {
-            return Err(Error::invalid_argument("evaluation data", format!("window {} has {} token(s); at least 2 are needed", i + 1, tokens.len())));
+            return Err(Error::invalid_argument(
+                "evaluation data",
+                format!("window {} has {} token(s); at least 2 are needed", i + 1, tokens.len()),
+            ));
         }
-        let scored = window_scores(model, tokens)?;
-        nll_sum += scored.nll_sum;
-        n_predicted += scored.top1.len();
-        if let Some(reference) = reference {
-            let reference_scored = window_scores(reference, tokens)?;
-            reference_nll_sum += reference_scored.nll_sum;
-            n_agree += scored.top1.iter().zip(&reference_scored.top1).filter(|(a, b)| a == b).count();
-        }
+        let (nll_sum, top1) = window_scores(model, tokens)?;
+        predictions.nll_sums.push(nll_sum);
+        predictions.top1.push(top1);
         progress(i + 1, windows.len());
     }
+    Ok(predictions)
+}
 
-    let mean_nll = nll_sum / n_predicted as f64;
+/// Scores `model` on every window against the reference's predictions on the same windows.
+pub fn perplexity(
+    model: &Model,
+    windows: &[Vec<u32>],
+    reference: Option<&WindowPredictions>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PerplexityReport> {
+    if let Some(reference) = reference {
+        let same_shape = reference.top1.len() == windows.len()
+            && reference.top1.iter().zip(windows).all(|(p, w)| p.len() + 1 == w.len());
+        if !same_shape {
+            return Err(Error::invalid_argument("reference predictions", "they were made on other windows"));
+        }
+    }
+    let predictions = predict(model, windows, progress)?;
+    let n_predicted = predictions.n_predicted();
+    let mean_nll = predictions.nll_sums.iter().sum::<f64>() / n_predicted as f64;
+    let top1_agreement = reference.map(|reference| {
+        let n_agree: usize = predictions
+            .top1
+            .iter()
+            .zip(&reference.top1)
+            .map(|(a, b)| a.iter().zip(b).filter(|(x, y)| x == y).count())
+            .sum();
+        n_agree as f64 / n_predicted as f64
+    });
     Ok(PerplexityReport {
         n_windows: windows.len(),
         window: windows.iter().map(Vec::len).max().unwrap_or(0),
         n_predicted,
         mean_nll,
         perplexity: mean_nll.exp(),
-        top1_agreement: reference.map(|_| n_agree as f64 / n_predicted as f64),
-        reference_perplexity: reference.map(|_| (reference_nll_sum / n_predicted as f64).exp()),
+        top1_agreement,
+        reference_perplexity: reference.map(WindowPredictions::perplexity),
     })
 }
 
-struct WindowScores {
-    /// Sum of `−log p(token[t] | token[..t])` for `t` in `1..len`.
-    nll_sum: f64,
-    /// Highest-logit token at positions `0..len − 1`.
-    top1: Vec<u32>,
-}
-
-fn window_scores(model: &Model, tokens: &[u32]) -> Result<WindowScores> {
+/// Returns the summed negative log-likelihood of `tokens[1..]` and the top-1 token at
+/// positions `0..len − 1`.
+fn window_scores(model: &Model, tokens: &[u32]) -> Result<(f64, Vec<u32>)> {
     let mut cache = KvCache::new(model.config(), tokens.len());
     let logits = model.forward_all(tokens, &mut cache)?.to_dtype(DType::F32)?; // (seq, vocab)
     let seq = tokens.len();
@@ -105,7 +124,16 @@ fn window_scores(model: &Model, tokens: &[u32]) -> Result<WindowScores> {
     let target_log_probs = log_probs.gather(&targets, 1)?.squeeze(1)?.to_vec1::<f32>()?;
     let nll_sum = target_log_probs.iter().map(|&lp| -(lp as f64)).sum();
     let top1 = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    Ok(WindowScores { nll_sum, top1 })
+    Ok((nll_sum, top1))
+}
+
+/// Builds a `Model` for evaluation with every weight dequantized to F32. The function is
+/// the same as the file's (dequantizing Q8_0 is exact), but the matrix products run as dense
+/// F32 GEMMs, which are faster for whole windows than the quantized kernels, and the
+/// activations are not quantized as they are in llama.cpp's and candle's Q8_0 kernels.
+pub fn model_for_evaluation(gguf: Gguf) -> Result<Model> {
+    let (dense, _) = crate::convert::convert(gguf, GgmlDType::F32, |_, _, _| {})?;
+    Model::from_gguf(dense)
 }
 
 /// Zeros of one group of weights.

@@ -1,13 +1,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use prunechat::data::{evaluation_windows, Split, DEFAULT_EVAL_FRACTION, DEFAULT_SPLIT_SEED};
-use prunechat::eval::{perplexity, sparsity};
-use prunechat::model::Model;
+use prunechat::eval::{model_for_evaluation, perplexity, predict, sparsity, PerplexityReport, SparsityReport};
 use prunechat::sparse::open_model;
 
 /// Window length used when `--window` is not given.
@@ -15,8 +14,10 @@ pub const DEFAULT_WINDOW: usize = 512;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Model to evaluate: GGUF, or .psparse.
-    model: PathBuf,
+    /// Models to evaluate: GGUF, or .psparse. All share the reference and the windows, which
+    /// are tokenized with the first model's tokenizer.
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
     /// Evaluation corpus: a text, JSONL chat or chatterbot YAML file, or a directory of them.
     #[arg(long)]
     data: PathBuf,
@@ -38,7 +39,10 @@ pub struct EvalArgs {
     /// Evaluate only the first N windows.
     #[arg(long)]
     max_windows: Option<usize>,
-    /// Print JSON instead of a table.
+    /// Write the evaluated windows' token ids to this file as a JSON array of arrays.
+    #[arg(long)]
+    save_windows: Option<PathBuf>,
+    /// Print one JSON object per model (JSON Lines) instead of tables.
     #[arg(long)]
     json: bool,
 }
@@ -46,44 +50,87 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let split = Split::parse(&args.split)?;
     if args.max_windows == Some(0) {
-        anyhow::bail!("--max-windows must be at least 1, got 0");
+        bail!("--max-windows must be at least 1, got 0");
     }
-    let gguf = open_model(&args.model)?;
-    let stream = super::load_tokens(&gguf, &args.data, split, args.eval_fraction, args.split_seed)?;
+    for path in args.models.iter().chain(&args.reference) {
+        if !path.exists() {
+            bail!("{}: model file not found", path.display());
+        }
+    }
+
+    let first = open_model(&args.models[0])?;
+    let vocab_size = prunechat::model::Config::from_gguf(&first)?.vocab_size;
+    let stream = super::load_tokens(&first, &args.data, split, args.eval_fraction, args.split_seed)?;
+    drop(first);
     let mut windows: Vec<Vec<u32>> = evaluation_windows(&stream, args.window)?.into_iter().map(|w| w.tokens).collect();
     if let Some(max) = args.max_windows {
         windows.truncate(max);
     }
-    let sparsity = sparsity(&gguf)?;
-    let model = dense_model(gguf)?;
+    if let Some(path) = &args.save_windows {
+        prunechat::fsutil::write_atomically(path, serde_json::to_string(&windows)?.as_bytes())?;
+    }
+    let n_tokens: usize = windows.iter().map(Vec::len).sum();
+
     let reference = match &args.reference {
-        Some(path) => Some(dense_model(open_model(path)?)?),
+        Some(path) => {
+            let gguf = open_model(path)?;
+            check_vocabulary(&gguf, vocab_size, path)?;
+            let model = model_for_evaluation(gguf)?;
+            let bar = progress_bar(windows.len(), "reference");
+            let predictions = predict(&model, &windows, &mut |done, _| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
+            Some(predictions)
+        }
         None => None,
     };
 
-    let bar = ProgressBar::new(windows.len() as u64);
-    bar.set_style(ProgressStyle::with_template("evaluating [{bar:40}] {pos}/{len} windows, {elapsed}").expect("static template"));
-    let started = Instant::now();
-    let report = perplexity(&model, &windows, reference.as_ref(), &mut |done, _| bar.set_position(done as u64))?;
-    let seconds = started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
+    for path in &args.models {
+        let gguf = open_model(path)?;
+        check_vocabulary(&gguf, vocab_size, path)?;
+        let sparsity = sparsity(&gguf)?;
+        let model = model_for_evaluation(gguf)?;
+        let bar = progress_bar(windows.len(), "evaluating");
+        let started = Instant::now();
+        let report = perplexity(&model, &windows, reference.as_ref(), &mut |done, _| bar.set_position(done as u64))?;
+        let seconds = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
 
-    if args.json {
-        let json = serde_json::json!({
-            "model": args.model,
-            "reference": args.reference,
-            "data": stream.source,
-            "n_tokens": stream.len(),
-            "perplexity": report,
-            "sparsity": sparsity,
-            "seconds": seconds,
-        });
-        println!("{}", serde_json::to_string_pretty(&json)?);
-        return Ok(());
+        if args.json {
+            let json = serde_json::json!({
+                "model": path,
+                "reference": args.reference,
+                "data": stream.source,
+                "n_tokens": n_tokens,
+                "perplexity": report,
+                "sparsity": sparsity,
+                "seconds": seconds,
+            });
+            println!("{}", serde_json::to_string(&json)?);
+        } else {
+            print_tables(path, &stream.source, n_tokens, &report, &sparsity, seconds);
+        }
     }
+    Ok(())
+}
 
-    println!("model             {} ({})", args.model.display(), super::megabytes(sparsity.file_bytes));
-    println!("data              {}: {} tokens", stream.source, stream.len());
+fn check_vocabulary(gguf: &prunechat::gguf::Gguf, vocab_size: usize, path: &std::path::Path) -> Result<()> {
+    let size = prunechat::model::Config::from_gguf(gguf)?.vocab_size;
+    if size != vocab_size {
+        bail!("{}: vocabulary of {size} tokens differs from the first model's {vocab_size}; all models need the same tokenizer", path.display());
+    }
+    Ok(())
+}
+
+fn progress_bar(len: usize, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    let template = format!("{label:>10} [{{bar:40}}] {{pos}}/{{len}} windows, {{elapsed}}");
+    bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
+    bar
+}
+
+fn print_tables(path: &std::path::Path, source: &str, n_tokens: usize, report: &PerplexityReport, sparsity: &SparsityReport, seconds: f64) {
+    println!("model             {} ({})", path.display(), super::megabytes(sparsity.file_bytes));
+    println!("data              {source}: {n_tokens} tokens");
     println!(
         "windows           {} of up to {} tokens, {} tokens scored (the first token of each window is context only)",
         report.n_windows, report.window, report.n_predicted
@@ -109,10 +156,5 @@ pub fn run(args: EvalArgs) -> Result<()> {
     for entry in &sparsity.embeddings {
         println!("{:>5}  {:>8.2}%  {}", "-", entry.sparsity * 100.0, entry.name.as_deref().unwrap_or(""));
     }
-    Ok(())
-}
-
-fn dense_model(gguf: prunechat::gguf::Gguf) -> Result<Model> {
-    let (f32_gguf, _) = prunechat::convert::convert(gguf, candle_core::quantized::GgmlDType::F32, |_, _, _| {})?;
-    Ok(Model::from_gguf(f32_gguf)?)
+    println!();
 }

@@ -15,9 +15,10 @@ It also loads the dense model and the SparseGPT 50% model in llama.cpp (llama-cp
 and compares llama.cpp's perplexity on the same text windows with prunechat's.
 
 Intermediate files go to target/pruning-results/; finished runs are reused, so an
-interrupted run continues where it stopped (--fresh starts over). Run from anywhere:
+interrupted run continues where it stopped (--fresh starts over, --eval-only writes the
+page from the finished runs). Run from anywhere:
 
-    python3 scripts/pruning-results.py [--fresh] [--windows N]
+    python3 scripts/pruning-results.py [--fresh] [--eval-only] [--windows N]
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ SETTINGS = [
     ("2:4", ["--pattern", "2:4"]),
     ("4:8", ["--pattern", "4:8"]),
 ]
+# Runs are made in this order, so that an interrupted run has the most telling settings.
+RUN_ORDER = ["50%", "2:4", "30%", "4:8", "60%", "70%"]
 CALIBRATION = ["--n-samples", "32", "--seq-len", "256", "--seed", "0"]
 WINDOW = 512
 
@@ -117,29 +120,39 @@ def flask_text() -> Path:
     return target
 
 
-def prune_runs(binary: Path, fresh: bool) -> list[dict]:
+def prune_runs(binary: Path, fresh: bool, prune: bool) -> list[dict]:
+    """Prune with every method and setting (only collect finished runs when prune is false).
+
+    Returns the finished runs in table order: methods, then settings.
+    """
+    options = dict(SETTINGS)
+    for label in RUN_ORDER:
+        for method in METHODS:
+            slug = f"{method}-{label.replace('%', '').replace(':', 'of')}"
+            report = WORK_DIR / f"{slug}.json"
+            if prune and (fresh or not report.exists()):
+                command = [binary, "prune", MODEL, "--method", method, *options[label], *CALIBRATION,
+                           "--calib", CHAT_DATA, "--out", WORK_DIR / f"{slug}.gguf", "--report", report]
+                if label in ("50%", "2:4"):
+                    command += ["--sparse-out", WORK_DIR / f"{slug}.psparse"]
+                run(command, stdout=subprocess.DEVNULL)
     runs = []
     for method in METHODS:
-        for label, options in SETTINGS:
+        for label, _ in SETTINGS:
             slug = f"{method}-{label.replace('%', '').replace(':', 'of')}"
-            out = WORK_DIR / f"{slug}.gguf"
             report = WORK_DIR / f"{slug}.json"
-            sparse_out = WORK_DIR / f"{slug}.psparse"
-            if fresh or not report.exists():
-                command = [binary, "prune", MODEL, "--method", method, *options, *CALIBRATION,
-                           "--calib", CHAT_DATA, "--out", out, "--report", report]
-                if label == "50%" or label == "2:4":
-                    command += ["--sparse-out", sparse_out]
-                run(command, stdout=subprocess.DEVNULL)
-            runs.append({"method": method, "setting": label, "gguf": out,
-                         "prune": json.loads(report.read_text())})
+            entry = {"method": method, "setting": label, "gguf": WORK_DIR / f"{slug}.gguf", "prune": None}
+            if report.exists():
+                entry["prune"] = json.loads(report.read_text())
+            runs.append(entry)
     return runs
 
 
 def evaluate(binary: Path, models: list[Path], data: list[str], name: str, windows: int, fresh: bool) -> dict:
     """Evaluate all models on one data set; returns results keyed by model path."""
     output = WORK_DIR / f"eval-{name}.jsonl"
-    if fresh or not output.exists():
+    cached = output.exists() and {json.loads(l)["model"] for l in output.read_text().splitlines() if l.strip()} == {str(m) for m in models}
+    if fresh or not cached:
         command = [binary, "eval", *models, *data, "--reference", MODEL, "--window", WINDOW,
                    "--max-windows", windows, "--json", "--save-windows", WORK_DIR / f"windows-{name}.json"]
         result = run(command, stdout=subprocess.PIPE, text=True)
@@ -226,6 +239,9 @@ def write_markdown(runs, chat, text, llama, windows: int, text_file: Path) -> No
                   "| --- | --- | ---: | ---: | ---: | ---: |",
                   f"| dense | 0% | {d:.2f} | 1.00 | 100.0% | - |"]
         for r in runs:
+            if r["prune"] is None:
+                lines.append(f"| {r['method']} | {r['setting']} | not run | | | |")
+                continue
             e = results[str(r["gguf"])]["perplexity"]
             lines.append(f"| {r['method']} | {r['setting']} | {e['perplexity']:.2f} | {e['perplexity'] / d:.2f} | "
                          f"{e['top1_agreement'] * 100:.1f}% | {r['prune']['report']['ms'] / 1000:.0f} |")
@@ -234,6 +250,8 @@ def write_markdown(runs, chat, text, llama, windows: int, text_file: Path) -> No
     lines += ["## File sizes", "", "| model | GGUF (Q8_0) | .psparse (F16 values) | decoder sparsity |", "| --- | ---: | ---: | ---: |",
               f"| dense | {MODEL.stat().st_size / 1e6:.1f} MB | - | - |"]
     for r in runs:
+        if r["prune"] is None:
+            continue
         sparse = r["prune"].get("sparse")
         lines.append(f"| {r['method']} {r['setting']} | {r['prune']['gguf']['bytes'] / 1e6:.1f} MB | "
                      f"{sparse['bytes'] / 1e6:.1f} MB |" if sparse else
@@ -262,6 +280,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fresh", action="store_true", help="redo every run instead of reusing finished ones")
     parser.add_argument("--windows", type=int, default=12, help="evaluation windows per data set (default 12)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="prune nothing: evaluate the finished runs and mark the others as not run")
     args = parser.parse_args()
 
     for path in (MODEL, CHAT_DATA):
@@ -276,12 +296,12 @@ def main() -> None:
     shutil.copy2(built, binary)
 
     text_file = flask_text()
-    runs = prune_runs(binary, args.fresh)
-    models = [MODEL] + [r["gguf"] for r in runs]
+    runs = prune_runs(binary, args.fresh, prune=not args.eval_only)
+    models = [MODEL] + [r["gguf"] for r in runs if r["prune"] is not None]
     chat = evaluate(binary, models, ["--data", CHAT_DATA, "--split", "held-out"], "chat", args.windows, args.fresh)
     text = evaluate(binary, models, ["--data", text_file, "--split", "all"], "text", args.windows, args.fresh)
-    sparsegpt_50 = next(r["gguf"] for r in runs if r["method"] == "sparsegpt" and r["setting"] == "50%")
-    llama = llama_cpp_check([MODEL, sparsegpt_50], WORK_DIR / "windows-text.json")
+    checked = [MODEL] + [r["gguf"] for r in runs if r["method"] == "sparsegpt" and r["setting"] == "50%" and r["prune"]]
+    llama = llama_cpp_check(checked, WORK_DIR / "windows-text.json")
     write_markdown(runs, chat, text, llama, args.windows, text_file)
 
 

@@ -36,7 +36,8 @@ pub struct PruneArgs {
     #[arg(long)]
     scope: Option<String>,
     /// Calibration corpus: a text, JSONL chat or chatterbot YAML file, or a directory of them.
-    /// Its calibration split is used (see --eval-fraction).
+    /// Its calibration split is used (see --eval-fraction). Default:
+    /// data/chatterbot-corpus/english.
     #[arg(long)]
     calib: Option<PathBuf>,
     /// Number of calibration samples.

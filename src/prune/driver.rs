@@ -137,6 +137,8 @@ pub fn prune_model(
         } else {
             None
         };
+        // NOTE: a tied head is also the embedding that produced these calibration inputs,
+        // which stay those of the dense embedding.
         let (head_name, head_var) = match &model.output {
             Some(output) => ("output.weight", output.clone()),
             None => ("token_embd.weight", model.token_embd.clone()),

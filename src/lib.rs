@@ -15,6 +15,7 @@ pub mod sampler;
 pub mod session;
 pub mod synthetic;
 pub mod tokenizer;
+pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 

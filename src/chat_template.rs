@@ -62,6 +62,16 @@ impl ChatTemplate {
         Ok(template)
     }
 
+    /// Builds the template of a GGUF file (`tokenizer.chat_template`, or ChatML when the file
+    /// has none) with the tokenizer's BOS and EOS strings.
+    pub fn from_gguf(gguf: &crate::gguf::Gguf, tokenizer: &crate::tokenizer::Tokenizer) -> Result<Self> {
+        Self::new(
+            gguf.get_string("tokenizer.chat_template")?,
+            tokenizer.token_text(tokenizer.bos_token_id),
+            tokenizer.token_text(tokenizer.eos_token_id),
+        )
+    }
+
     /// Renders the conversation; with `add_generation_prompt` the text ends where the
     /// assistant's reply begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {

@@ -6,6 +6,7 @@
 
 pub mod chat_template;
 pub mod convert;
+pub mod data;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fsutil;

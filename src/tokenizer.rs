@@ -155,6 +155,15 @@ impl Tokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Encodes `text` like `encode` and also returns each token's byte range in `text`.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("encoding failed: {e}")))?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
+    }
+
     /// Encodes `text` treating control-token strings as ordinary text, as llama.cpp does with
     /// `parse_special = false`.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {

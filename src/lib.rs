@@ -19,5 +19,7 @@ pub mod tokenizer;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm_train;
 
 pub use error::{Error, Result};

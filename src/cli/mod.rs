@@ -2,7 +2,10 @@
 
 mod chat;
 mod convert;
+mod finetune;
 mod info;
+mod train;
+mod training;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +24,11 @@ enum Command {
     Info(info::InfoArgs),
     /// Convert a model's weights to another GGML type, e.g. Q4_1 to Q8_0.
     Convert(convert::ConvertArgs),
+    /// Fine-tune a model (all weights or LoRA adapters), optionally with sparsity penalties or
+    /// gradual magnitude pruning, and export it as GGUF.
+    Finetune(Box<finetune::FinetuneArgs>),
+    /// Train a small Llama-style chat model from scratch, tokenizer included.
+    Train(train::TrainArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -30,6 +38,8 @@ pub fn run() -> i32 {
         Command::Chat(args) => chat::run(args),
         Command::Info(args) => info::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Finetune(args) => finetune::run(*args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => 0,

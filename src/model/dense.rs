@@ -240,7 +240,11 @@ impl DenseModel {
             }
         };
         let linear = |kind: LinearKind, t: &Tensor| -> Result<Tensor> {
-            let y = t.broadcast_matmul(&self.weight(layer.linear(kind)).t()?)?;
+            // One 2-D matmul over all positions: a batched matmul against a broadcast weight
+            // would also make backpropagation form one weight gradient per sequence.
+            let (b, seq, in_features) = t.dims3()?;
+            let w = self.weight(layer.linear(kind));
+            let y = t.reshape((b * seq, in_features))?.matmul(&w.t()?)?.reshape((b, seq, w.dim(0)?))?;
             match layer.adapters.get(&kind) {
                 Some(adapter) => Ok((y + adapter.forward(t)?)?),
                 None => Ok(y),

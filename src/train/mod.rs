@@ -13,10 +13,12 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod corpus;
 pub mod loss;
 pub mod masks;
 pub mod optim;
 pub mod schedule;
+pub mod scratch;
 pub mod sparse;
 
 use candle_core::{Tensor, Var};

@@ -45,12 +45,12 @@ fn tiny_model_and_chats(dir: &Path) -> (PathBuf, PathBuf) {
     (model, chats)
 }
 
-/// Losses of a `--log` file, one per step.
+/// Returns the step losses of a `--log` file (lines with a step report; evaluation lines are skipped).
 fn logged_losses(path: &Path) -> Vec<f64> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["report"]["loss"].as_f64().unwrap())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["report"]["loss"].as_f64())
         .collect()
 }
 
@@ -68,7 +68,8 @@ fn finetune_lora_exports_a_chat_model() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("wrote"), "{stdout}");
     assert!(stderr.contains("training data: 6 samples"), "{stderr}");
-    assert!(stderr.contains("held-out loss"), "{stderr}");
+    assert!(stderr.contains("step      0: held-out loss"), "{stderr}");
+    assert!(stderr.contains("step      6: held-out loss"), "{stderr}");
     let losses = logged_losses(&log);
     assert_eq!(losses.len(), 6);
     assert!(losses[5] < losses[0], "{losses:?}");
@@ -101,8 +102,10 @@ fn finetune_resume_continues_the_same_curve() {
     // lines of steps 4 to 6, then resume.
     std::fs::remove_file(dir.join("resumed-ckpt/step-00000006.safetensors")).unwrap();
     let log = dir.join("resumed.jsonl");
-    let first_three: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().take(3).map(String::from).collect();
-    std::fs::write(&log, first_three.join("\n") + "\n").unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let third_step = lines.iter().enumerate().filter(|(_, l)| l.contains("\"report\"")).nth(2).unwrap().0;
+    std::fs::write(&log, lines[..=third_step].join("\n") + "\n").unwrap();
     let (code, stderr) = run("resumed", "1e-3", &["--resume"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("at step 3"), "{stderr}");

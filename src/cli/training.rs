@@ -152,6 +152,15 @@ pub fn run(trainer: &mut Trainer, opts: &TrainOpts, checkpoints: Option<&Checkpo
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]").expect("static template"));
     bar.set_position(trainer.step_count() as u64);
 
+    // The held-out loss before any update is the baseline the later evaluations compare with.
+    if trainer.step_count() == 0 && trainer.has_eval_data() {
+        let eval = trainer.evaluate()?;
+        bar.suspend(|| eprintln!("step {:>6}: held-out loss {:.4} ({} target tokens)", 0, eval.loss, eval.n_targets));
+        if let Some(file) = log.as_mut() {
+            writeln!(file, "{}", serde_json::json!({"eval": eval})).context("writing the log")?;
+        }
+    }
+
     let mut last_checkpoint: Option<PathBuf> = checkpoints.and_then(|c| c.latest().ok().flatten());
     let start = Instant::now();
     let mut n_tokens = 0;

@@ -17,14 +17,14 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// A plain-text sample: every token after the first is a target.
+    /// Creates a plain-text sample, in which every token after the first is a target.
     pub fn text(tokens: Vec<u32>) -> Self {
         let loss_mask = vec![true; tokens.len()];
         Self { tokens, loss_mask }
     }
 }
 
-/// What `TrainData::new` did to the samples it was given.
+/// Counts of what `TrainData::new` did to the samples it was given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DataReport {
     pub n_samples: usize,
@@ -99,8 +99,8 @@ impl TrainData {
         self.samples.is_empty()
     }
 
-    /// A 64-bit FNV-1a hash of every token and mask bit, to check that a resumed run trains on
-    /// the same data.
+    /// Hashes every token and mask bit with 64-bit FNV-1a, so a resumed run can check that it
+    /// trains on the same data.
     pub fn fingerprint(&self) -> u64 {
         let mut hash = Fnv::new();
         hash.write_u64(self.seq_len as u64);
@@ -158,8 +158,10 @@ impl Batch {
 }
 
 /// The order in which training draws samples: epoch `e` visits all samples in a permutation
-/// drawn from `seed` and `e`. The whole state is `(seed, epoch, cursor)`, so a checkpoint can
-/// store it exactly.
+/// drawn from `seed` and `e`. With length grouping, the permutation is cut into chunks of
+/// `group` samples and each chunk is sorted by length, longest first, so consecutive batches
+/// hold samples of similar length and need little padding. The whole state is `(seed, epoch, cursor)`, so a
+/// checkpoint can store it exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SamplerState {
     pub seed: u64,
@@ -173,16 +175,18 @@ impl SamplerState {
         Self { seed, epoch: 0, cursor: 0 }
     }
 
-    /// Returns the next `n` sample indices out of `len`, moving on to a new permutation at the
-    /// end of each epoch.
-    pub fn next_indices(&mut self, n: usize, len: usize) -> Vec<usize> {
+    /// Returns the next `n` indices of samples with token counts `lengths`, moving on to a new
+    /// permutation at the end of each epoch. `group` turns on length grouping with chunks of
+    /// that many samples.
+    pub fn next_indices(&mut self, n: usize, lengths: &[usize], group: Option<usize>) -> Vec<usize> {
+        let len = lengths.len();
         let mut out = Vec::with_capacity(n);
-        let mut order = permutation(self.seed, self.epoch, len);
+        let mut order = epoch_order(self.seed, self.epoch, lengths, group);
         while out.len() < n {
             if self.cursor == len {
                 self.epoch += 1;
                 self.cursor = 0;
-                order = permutation(self.seed, self.epoch, len);
+                order = epoch_order(self.seed, self.epoch, lengths, group);
             }
             out.push(order[self.cursor]);
             self.cursor += 1;
@@ -191,11 +195,17 @@ impl SamplerState {
     }
 }
 
-fn permutation(seed: u64, epoch: u64, len: usize) -> Vec<usize> {
+fn epoch_order(seed: u64, epoch: u64, lengths: &[usize], group: Option<usize>) -> Vec<usize> {
     // The golden-ratio multiplier spreads consecutive epochs over the seed space.
     let mut rng = StdRng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..len).collect();
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.shuffle(&mut rng);
+    if let Some(group) = group {
+        for chunk in order.chunks_mut(group.max(1)) {
+            // A stable sort keeps the random order among samples of equal length.
+            chunk.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+        }
+    }
     order
 }
 
@@ -230,15 +240,30 @@ mod tests {
     #[test]
     fn sampler_visits_every_sample_each_epoch() {
         let mut state = SamplerState::new(7);
-        let first: Vec<usize> = state.next_indices(10, 10);
+        let first: Vec<usize> = state.next_indices(10, &[1; 10], None);
         let mut sorted = first.clone();
         sorted.sort();
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
         assert_eq!(state.epoch, 0);
-        let second = state.next_indices(3, 10);
+        let second = state.next_indices(3, &[1; 10], None);
         assert_eq!(state.epoch, 1);
         assert_eq!(state.cursor, 3);
         assert_ne!(first[..3], second[..], "a new epoch draws a new order");
+    }
+
+    const LENGTHS: [usize; 9] = [5, 9, 2, 7, 7, 1, 3, 8, 4];
+
+    #[test]
+    fn sampler_groups_by_length() {
+        let mut state = SamplerState::new(1);
+        let order = state.next_indices(9, &LENGTHS, Some(4));
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..9).collect::<Vec<_>>(), "every sample once per epoch");
+        for chunk in order.chunks(4) {
+            let lengths: Vec<usize> = chunk.iter().map(|&i| LENGTHS[i]).collect();
+            assert!(lengths.windows(2).all(|w| w[0] >= w[1]), "chunk lengths {lengths:?} are not descending");
+        }
     }
 
     #[test]
@@ -246,16 +271,16 @@ mod tests {
         let mut a = SamplerState::new(3);
         let mut all = Vec::new();
         for _ in 0..7 {
-            all.extend(a.next_indices(4, 9));
+            all.extend(a.next_indices(4, &LENGTHS, Some(4)));
         }
         let mut b = SamplerState::new(3);
         let mut resumed = Vec::new();
         for _ in 0..3 {
-            resumed.extend(b.next_indices(4, 9));
+            resumed.extend(b.next_indices(4, &LENGTHS, Some(4)));
         }
         let mut c = b.clone();
         for _ in 3..7 {
-            resumed.extend(c.next_indices(4, 9));
+            resumed.extend(c.next_indices(4, &LENGTHS, Some(4)));
         }
         assert_eq!(all, resumed);
     }

@@ -57,6 +57,9 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Seeds the sample order and the LoRA initialization.
     pub seed: u64,
+    /// Draw batches of samples of similar length (within chunks of 50 batches), which cuts the
+    /// padding of chat data.
+    pub group_by_length: bool,
     /// Train low-rank adapters instead of the weights.
     pub lora: Option<LoraConfig>,
     pub penalty: Option<SparsePenalty>,
@@ -77,6 +80,7 @@ impl Default for TrainConfig {
             max_grad_norm: 1.0,
             eval_every: 0,
             seed: 0,
+            group_by_length: true,
             lora: None,
             penalty: None,
             gmp: None,
@@ -168,9 +172,14 @@ pub struct Trainer {
     train: TrainData,
     eval: Option<TrainData>,
     sampler: SamplerState,
+    /// Token count of each training sample, for length grouping.
+    train_lengths: Vec<usize>,
     step: usize,
     base_fingerprint: u64,
 }
+
+/// Batches per chunk that length grouping sorts.
+const LENGTH_GROUP_BATCHES: usize = 50;
 
 impl Trainer {
     /// Prepares a run: checks the configuration, zeroes masked weights, adds LoRA adapters when
@@ -209,7 +218,8 @@ impl Trainer {
         let sizes: Vec<usize> = params.iter().map(|(_, v)| v.elem_count()).collect();
         let optimizer = AdamW::new(config.optimizer, &sizes)?;
         let sampler = SamplerState::new(config.seed);
-        Ok(Self { model, config, params, optimizer, masks, train, eval, sampler, step: 0, base_fingerprint })
+        let train_lengths = train.samples.iter().map(|s| s.tokens.len()).collect();
+        Ok(Self { model, config, params, optimizer, masks, train, eval, sampler, train_lengths, step: 0, base_fingerprint })
     }
 
     pub fn model(&self) -> &DenseModel {
@@ -226,6 +236,10 @@ impl Trainer {
 
     pub fn train_data(&self) -> &TrainData {
         &self.train
+    }
+
+    pub fn has_eval_data(&self) -> bool {
+        self.eval.is_some()
     }
 
     /// Completed optimizer steps.
@@ -251,10 +265,11 @@ impl Trainer {
         let step_number = self.step + 1;
         let lr = self.config.lr_schedule().at(self.step);
         let sampler_before = self.sampler.clone();
+        let group = self.config.group_by_length.then_some(self.config.batch_size * LENGTH_GROUP_BATCHES);
 
         let batches: Vec<Batch> = (0..self.config.grad_accum)
             .map(|_| {
-                let indices = self.sampler.next_indices(self.config.batch_size, self.train.len());
+                let indices = self.sampler.next_indices(self.config.batch_size, &self.train_lengths, group);
                 let samples: Vec<_> = indices.iter().map(|&i| &self.train.samples[i]).collect();
                 Batch::from_samples(&samples)
             })

@@ -546,6 +546,26 @@ fn checkpoint_dir_keeps_newest_and_ignores_partial_files() {
 }
 
 #[test]
+fn run_reports_each_step_and_stops_on_request() {
+    let mut trainer = Trainer::new(dense(&tiny_spec()), full_config(5, 1e-3), MaskSet::new(), data(random_samples(4, 8, 18), 32), None).unwrap();
+    let mut seen = Vec::new();
+    trainer
+        .run(|r| {
+            seen.push(r.step);
+            if r.step == 3 { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+        })
+        .unwrap();
+    assert_eq!(seen, vec![1, 2, 3]);
+    trainer.run(|r| {
+        seen.push(r.step);
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    assert!(trainer.is_done());
+}
+
+#[test]
 fn evaluation_runs_every_n_steps() {
     let config = TrainConfig { eval_every: 3, ..full_config(7, 1e-3) };
     let eval = data(random_samples(5, 9, 16), 32);

@@ -21,6 +21,8 @@ pub mod schedule;
 pub mod scratch;
 pub mod sparse;
 
+use std::ops::ControlFlow;
+
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
@@ -336,6 +338,20 @@ impl Trainer {
             _ => None,
         };
         Ok(StepReport { step: self.step, loss, lr, grad_norm, clipped, n_tokens, n_targets, sparsity, pruned_to, eval })
+    }
+
+    /// Runs steps until the last one, passing each report to `on_step`, which returns
+    /// `ControlFlow::Break(())` to stop early (the run can continue later with more calls).
+    /// Time the steps in the callback: the library measures no time, because
+    /// `std::time::Instant` is not available in wasm.
+    pub fn run(&mut self, mut on_step: impl FnMut(&StepReport) -> ControlFlow<()>) -> Result<()> {
+        while !self.is_done() {
+            let report = self.step()?;
+            if on_step(&report).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Forward and backward passes of the micro-batches. Returns the summed loss (nats) and the

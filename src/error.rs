@@ -44,6 +44,22 @@ pub enum Error {
     #[error("invalid {name}: {message}")]
     InvalidArgument { name: String, message: String },
 
+    /// Training data that cannot be used: empty, malformed, or without any token to learn.
+    #[error("training data: {0}")]
+    Data(String),
+
+    /// A training checkpoint that cannot be read or does not belong to this run.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+
+    /// The loss or gradient norm of an optimizer step was NaN or infinite. The step's update
+    /// was not applied.
+    #[error(
+        "the training {quantity} is {value} at step {step}; training stopped before applying that step's update. \
+         Resume from the last checkpoint, for example with a lower learning rate"
+    )]
+    NonFinite { step: usize, quantity: &'static str, value: f32 },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

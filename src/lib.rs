@@ -19,7 +19,10 @@ pub mod session;
 pub mod sparse;
 pub mod synthetic;
 pub mod tokenizer;
+pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm_train;
 
 pub use error::{Error, Result};

@@ -87,3 +87,53 @@ fn chat_engine_rejects_bad_input_without_panicking() {
     engine.start_turn("hi", "", r#"{"temperature":0,"max_new_tokens":2}"#).unwrap();
     engine.next_token().unwrap();
 }
+
+/// Eight short chats in JSONL, for the fine-tuning tests.
+fn chat_jsonl() -> String {
+    (0..8)
+        .map(|i| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("count {i}")},
+                {"role": "assistant", "content": format!("{i} {} {}", i + 1, i + 2)},
+            ]})
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[wasm_bindgen_test]
+fn lora_fine_tuning_lowers_the_loss_in_the_browser() {
+    use prunechat::wasm_train::FineTuner;
+    let model = tiny_llama(&TinySpec { context_length: 128, ..TinySpec::default() }).unwrap().to_bytes().unwrap();
+    let config = r#"{"steps": 12, "batch_size": 4, "seq_len": 64, "lr": 0.02, "warmup_steps": 0, "lora": {"rank": 4, "alpha": 8, "targets": ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]}}"#;
+    let mut tuner = FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", config, 0.0, &[]).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&tuner.info()).unwrap();
+    assert_eq!(info["train_data"]["n_samples"], 8);
+
+    let mut losses = Vec::new();
+    while !tuner.is_done().unwrap() {
+        let report: serde_json::Value = serde_json::from_str(&tuner.step().unwrap()).unwrap();
+        losses.push(report["loss"].as_f64().unwrap());
+    }
+    assert_eq!(losses.len(), 12);
+    assert!(losses[11] < losses[0] - 1.0, "loss went from {} to {}", losses[0], losses[11]);
+
+    // A checkpoint resumes, and the export is a model the chat engine loads.
+    let checkpoint = tuner.checkpoint().unwrap();
+    assert!(FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", config, 0.0, &checkpoint).is_ok());
+    let exported = tuner.export("q8_0").unwrap();
+    assert!(ChatEngine::new(&exported, 64).is_ok());
+    assert!(tuner.step().is_err(), "an exported run cannot step");
+}
+
+#[wasm_bindgen_test]
+fn fine_tuner_rejects_bad_input() {
+    use prunechat::wasm_train::FineTuner;
+    let model = tiny_llama(&TinySpec::default()).unwrap().to_bytes().unwrap();
+    assert!(FineTuner::new(&model, "", "empty.txt", "{}", 0.0, &[]).is_err(), "empty data");
+    assert!(FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", "{\"steps\": 0}", 0.0, &[]).is_err(), "zero steps");
+    assert!(FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", "{\"stepz\": 3}", 0.0, &[]).is_err(), "unknown setting");
+    assert!(FineTuner::new(b"not a model", &chat_jsonl(), "chats.jsonl", "{}", 0.0, &[]).is_err());
+    assert!(FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", "{}", 0.0, b"bad checkpoint").is_err());
+}

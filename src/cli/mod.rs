@@ -5,6 +5,9 @@ mod convert;
 mod eval;
 mod info;
 mod prune;
+mod finetune;
+mod train;
+mod training;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +30,11 @@ enum Command {
     Prune(prune::PruneArgs),
     /// Measure perplexity, agreement with a reference model, sparsity and size.
     Eval(eval::EvalArgs),
+    /// Fine-tune a model (all weights or LoRA adapters), optionally with sparsity penalties or
+    /// gradual magnitude pruning, and export it as GGUF.
+    Finetune(Box<finetune::FinetuneArgs>),
+    /// Train a small Llama-style chat model from scratch, tokenizer included.
+    Train(train::TrainArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -38,6 +46,8 @@ pub fn run() -> i32 {
         Command::Convert(args) => convert::run(args),
         Command::Prune(args) => prune::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Finetune(args) => finetune::run(*args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => 0,

@@ -12,10 +12,11 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, MetadataValue};
 use crate::model::config::{Config, LayerDims};
+use crate::model::lora::LoraAdapter;
 use crate::model::{causal_mask, rope_tables};
 
 /// The seven weight matrices of a decoder layer, named as in GGUF (`blk.N.<name>.weight`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinearKind {
     AttnQ,
@@ -50,6 +51,11 @@ impl LinearKind {
         }
     }
 
+    /// Parses a GGUF short name such as `attn_q`.
+    pub fn from_gguf_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.gguf_name() == name)
+    }
+
     /// The GGUF tensor name of this matrix in layer `l`.
     pub fn tensor_name(self, l: usize) -> String {
         format!("blk.{l}.{}.weight", self.gguf_name())
@@ -62,6 +68,8 @@ pub struct DenseLayer {
     pub attn_norm: Var,
     pub ffn_norm: Var,
     pub linears: HashMap<LinearKind, Var>,
+    /// Low-rank adapters added to some of the matrices (empty unless `add_lora` was called).
+    pub adapters: HashMap<LinearKind, LoraAdapter>,
 }
 
 impl DenseLayer {
@@ -80,6 +88,9 @@ pub struct DenseModel {
     pub layers: Vec<DenseLayer>,
     /// Metadata of the file the weights came from, kept for `to_gguf`.
     pub metadata: HashMap<String, MetadataValue>,
+    /// When true, the differentiable forward pass detaches the base weights, so backpropagation
+    /// computes gradients for the LoRA adapters only.
+    base_frozen: bool,
     cos: Tensor,
     sin: Tensor,
 }
@@ -107,6 +118,7 @@ impl DenseModel {
                 attn_norm: load(&format!("blk.{l}.attn_norm.weight"))?,
                 ffn_norm: load(&format!("blk.{l}.ffn_norm.weight"))?,
                 linears,
+                adapters: HashMap::new(),
             });
         }
         let positions = config.context_length.clamp(1, 32_768);
@@ -117,10 +129,30 @@ impl DenseModel {
             output_norm: load("output_norm.weight")?,
             layers,
             metadata: gguf.metadata.clone(),
+            base_frozen: false,
             config,
             cos,
             sin,
         })
+    }
+
+    /// Freezes (or unfreezes) the base weights for training: frozen weights enter the
+    /// differentiable forward pass detached, so they receive no gradient.
+    pub fn set_base_frozen(&mut self, frozen: bool) {
+        self.base_frozen = frozen;
+    }
+
+    pub fn base_frozen(&self) -> bool {
+        self.base_frozen
+    }
+
+    /// Returns a base weight as the forward pass uses it (detached when frozen).
+    fn weight(&self, var: &Var) -> Tensor {
+        if self.base_frozen {
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        }
     }
 
     /// Builds a GGUF file: matrices quantized to `dtype` (F16 where a row does not fill whole
@@ -189,7 +221,7 @@ impl DenseModel {
     pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let flat = tokens.flatten_all()?;
-        Ok(self.token_embd.as_tensor().embedding(&flat)?.reshape((b, t, self.config.hidden_size))?)
+        Ok(self.weight(&self.token_embd).embedding(&flat)?.reshape((b, t, self.config.hidden_size))?)
     }
 
     /// Runs decoder layer `l` on hidden states `x` `(batch, seq, hidden)` starting at position
@@ -208,7 +240,15 @@ impl DenseModel {
             }
         };
         let linear = |kind: LinearKind, t: &Tensor| -> Result<Tensor> {
-            Ok(t.broadcast_matmul(&layer.linear(kind).as_tensor().t()?)?)
+            // One 2-D matmul over all positions: a batched matmul against a broadcast weight
+            // would also make backpropagation form one weight gradient per sequence.
+            let (b, seq, in_features) = t.dims3()?;
+            let w = self.weight(layer.linear(kind));
+            let y = t.reshape((b * seq, in_features))?.matmul(&w.t()?)?.reshape((b, seq, w.dim(0)?))?;
+            match layer.adapters.get(&kind) {
+                Some(adapter) => Ok((y + adapter.forward(t)?)?),
+                None => Ok(y),
+            }
         };
 
         // Attention block.
@@ -233,7 +273,7 @@ impl DenseModel {
             None => scores,
         };
         let probs = if differentiable {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            softmax_differentiable(&scores)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
@@ -254,7 +294,7 @@ impl DenseModel {
     pub fn head(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
         let h = self.rms_norm(x, &self.output_norm, differentiable)?;
         let w = self.output.as_ref().unwrap_or(&self.token_embd);
-        Ok(h.broadcast_matmul(&w.as_tensor().t()?)?)
+        Ok(h.broadcast_matmul(&self.weight(w).t()?)?)
     }
 
     /// Final RMSNorm: `(batch, seq, hidden)` to the output head's input, same shape.
@@ -264,6 +304,13 @@ impl DenseModel {
 
     /// Full forward pass: `tokens` `(batch, seq)` to logits `(batch, seq, vocab)`.
     pub fn forward(&self, tokens: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let x = self.forward_hidden(tokens, differentiable)?;
+        self.head(&x, differentiable)
+    }
+
+    /// Embedding and all decoder layers, without the final norm and head: `tokens`
+    /// `(batch, seq)` to hidden states `(batch, seq, hidden)`.
+    pub fn forward_hidden(&self, tokens: &Tensor, differentiable: bool) -> Result<Tensor> {
         let seq = tokens.dim(1)?;
         if seq > self.cos.dim(0)? {
             return Err(Error::invalid_argument("sequence", format!("{seq} tokens exceed the context of {}", self.cos.dim(0)?)));
@@ -272,15 +319,25 @@ impl DenseModel {
         for l in 0..self.layers.len() {
             x = self.layer_forward(l, &x, differentiable, None)?;
         }
-        self.head(&x, differentiable)
+        Ok(x)
     }
 
     fn rms_norm(&self, x: &Tensor, weight: &Var, differentiable: bool) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps;
         Ok(if differentiable {
-            candle_nn::ops::rms_norm_slow(x, weight.as_tensor(), eps)?
+            candle_nn::ops::rms_norm_slow(x, &self.weight(weight), eps)?
         } else {
             candle_nn::ops::rms_norm(x, weight.as_tensor(), eps)?
         })
     }
+}
+
+/// Softmax over the last dimension built from operations with backward passes. The row maximum
+/// is detached: softmax does not depend on the shift, so its gradient through the maximum is
+/// zero, and detaching skips computing it.
+fn softmax_differentiable(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let exp = x.broadcast_sub(&max)?.exp()?;
+    let sum = exp.sum_keepdim(D::Minus1)?;
+    Ok(exp.broadcast_div(&sum)?)
 }

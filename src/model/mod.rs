@@ -7,6 +7,8 @@
 pub mod config;
 pub mod dense;
 pub mod kv_cache;
+pub mod lora;
+pub mod structured;
 
 use std::sync::Arc;
 

@@ -15,7 +15,7 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 PORT ?= 8080
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 
-.PHONY: run test setup setup-browser wasm native model serve fixtures bench
+.PHONY: run test setup setup-browser wasm native model serve fixtures bench prune-results
 
 ## run: set up, build the wasm package and the CLI, fetch the model, serve on 127.0.0.1:$(PORT)
 run: setup wasm native model serve
@@ -59,3 +59,7 @@ fixtures: model
 ## bench: browser benchmark of prunechat against wllama on the same GGUF file
 bench: setup-browser wasm model
 	node benches/browser-bench.mjs
+
+## prune-results: prune SmolLM2 with magnitude, Wanda and SparseGPT at six settings, evaluate, write docs/pruning-results.md (about an hour on two cores)
+prune-results: native model
+	python3 scripts/pruning-results.py

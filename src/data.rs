@@ -5,7 +5,8 @@
 //!   formats of `CorpusFormat`, chosen by `detect_format`.
 //! - `parse_corpus(text, format, origin)`: the same for text already in memory.
 //! - `detect_format(path, text)`: the format from the file extension, else from the content.
-//! - `split_corpus(corpus, eval_fraction, seed)`: a deterministic calibration / held-out split.
+//! - `split_corpus(corpus, eval_fraction, seed)`: a deterministic calibration / held-out split;
+//!   `select_split` returns one part.
 //! - `tokenize_corpus(corpus, tokenizer, template)`: one token stream with a per-token flag that
 //!   marks assistant replies.
 //! - `calibration_windows(stream, n_samples, seq_len, seed)`: sampled, non-overlapping windows.
@@ -320,6 +321,43 @@ pub fn split_corpus(corpus: &Corpus, eval_fraction: f64, seed: u64) -> Result<(C
         target.documents.push(document.clone());
     }
     Ok((calibration, evaluation))
+}
+
+/// A part of a corpus under `split_corpus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    Calibration,
+    HeldOut,
+    All,
+}
+
+impl Split {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "calibration" => Ok(Split::Calibration),
+            "held-out" => Ok(Split::HeldOut),
+            "all" => Ok(Split::All),
+            _ => Err(Error::invalid_argument("split", format!("\"{name}\" is not one of: calibration, held-out, all"))),
+        }
+    }
+}
+
+/// Returns one part of `corpus` under `split_corpus(corpus, eval_fraction, seed)`, or the
+/// whole corpus for `Split::All`.
+pub fn select_split(corpus: Corpus, split: Split, eval_fraction: f64, seed: u64) -> Result<Corpus> {
+    let (calibration, held_out) = match split {
+        Split::All => return Ok(corpus),
+        _ => split_corpus(&corpus, eval_fraction, seed)?,
+    };
+    let part = if split == Split::Calibration { calibration } else { held_out };
+    if part.documents.is_empty() {
+        return Err(Error::invalid_argument(
+            "corpus",
+            format!("{} is empty; with eval fraction {eval_fraction} nothing is held out", part.source),
+        ));
+    }
+    Ok(part)
 }
 
 /// Returns the `(step + 1)`-th output of SplitMix64 (Steele, Lea and Flood, 2014) from state `seed`.

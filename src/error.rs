@@ -18,6 +18,10 @@ pub enum Error {
     #[error("invalid GGUF file: {0}")]
     InvalidGguf(String),
 
+    /// The bytes are not a readable `.psparse` file.
+    #[error("invalid .psparse file: {0}")]
+    InvalidSparse(String),
+
     #[error("missing GGUF metadata key `{key}`: {hint}")]
     MissingKey { key: String, hint: String },
 

@@ -8,12 +8,15 @@ pub mod chat_template;
 pub mod convert;
 pub mod data;
 pub mod error;
+pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fsutil;
 pub mod gguf;
 pub mod model;
+pub mod prune;
 pub mod sampler;
 pub mod session;
+pub mod sparse;
 pub mod synthetic;
 pub mod tokenizer;
 pub mod train;

@@ -5,13 +5,13 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
-use prunechat::gguf::Gguf;
 use prunechat::sampler::SamplingParams;
 use prunechat::session::{ChatSession, StopReason, DEFAULT_MAX_CONTEXT};
+use prunechat::sparse::open_model;
 
 #[derive(Args)]
 pub struct ChatArgs {
-    /// GGUF model file.
+    /// Model file: GGUF, or .psparse as written by `prunechat prune --sparse-out`.
     model: PathBuf,
     /// Reply to this one message and exit, instead of an interactive chat.
     #[arg(long)]
@@ -58,7 +58,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     params.validate()?;
 
     let t0 = Instant::now();
-    let gguf = Gguf::open(&args.model)?;
+    let gguf = open_model(&args.model)?;
     let mut session = ChatSession::from_gguf(gguf, args.max_context)?;
     let info = session.info();
     eprintln!(

@@ -6,11 +6,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use prunechat::convert::{convert, parse_target};
 use prunechat::fsutil::check_output_path;
-use prunechat::gguf::Gguf;
+use prunechat::sparse::open_model;
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Input GGUF file.
+    /// Input model file: GGUF, or .psparse as written by `prunechat prune --sparse-out`.
     input: PathBuf,
     /// Output GGUF file.
     output: PathBuf,
@@ -25,7 +25,7 @@ pub struct ConvertArgs {
 pub fn run(args: ConvertArgs) -> Result<()> {
     let target = parse_target(&args.to)?;
     check_output_path(&args.input, &args.output, args.force)?;
-    let gguf = Gguf::open(&args.input)?;
+    let gguf = open_model(&args.input)?;
     let input_bytes = gguf.file_bytes;
 
     let bar = ProgressBar::new(gguf.tensors.len() as u64);

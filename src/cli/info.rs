@@ -3,12 +3,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use prunechat::gguf::{dtype_name, Gguf};
+use prunechat::gguf::dtype_name;
 use prunechat::model::Config;
+use prunechat::sparse::open_model;
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// GGUF model file.
+    /// Model file: GGUF, or .psparse as written by `prunechat prune --sparse-out`.
     file: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -16,7 +17,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let gguf = Gguf::open(&args.file)?;
+    let gguf = open_model(&args.file)?;
     let config = Config::from_gguf(&gguf)?;
     let types = gguf.tensor_type_counts();
 

@@ -2,8 +2,10 @@
 
 mod chat;
 mod convert;
+mod eval;
 mod finetune;
 mod info;
+mod prune;
 mod train;
 mod training;
 
@@ -24,6 +26,10 @@ enum Command {
     Info(info::InfoArgs),
     /// Convert a model's weights to another GGML type, e.g. Q4_1 to Q8_0.
     Convert(convert::ConvertArgs),
+    /// Prune weights with magnitude, Wanda or SparseGPT and write the pruned model.
+    Prune(prune::PruneArgs),
+    /// Measure perplexity, agreement with a reference model, sparsity and size.
+    Eval(eval::EvalArgs),
     /// Fine-tune a model (all weights or LoRA adapters), optionally with sparsity penalties or
     /// gradual magnitude pruning, and export it as GGUF.
     Finetune(Box<finetune::FinetuneArgs>),
@@ -38,6 +44,8 @@ pub fn run() -> i32 {
         Command::Chat(args) => chat::run(args),
         Command::Info(args) => info::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Prune(args) => prune::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Train(args) => train::run(args),
     };
@@ -53,4 +61,23 @@ pub fn run() -> i32 {
 /// Formats a byte count as MB with one decimal (1 MB = 10^6 bytes).
 pub fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Loads a corpus, keeps one split, and tokenizes it with the model's tokenizer and chat
+/// template.
+pub fn load_tokens(
+    gguf: &prunechat::gguf::Gguf,
+    path: &std::path::Path,
+    split: prunechat::data::Split,
+    eval_fraction: f64,
+    split_seed: u64,
+) -> anyhow::Result<prunechat::data::TokenStream> {
+    use prunechat::chat_template::ChatTemplate;
+    use prunechat::tokenizer::Tokenizer;
+
+    let tokenizer = Tokenizer::from_gguf(gguf)?;
+    let template = ChatTemplate::from_gguf(gguf, &tokenizer)?;
+    let corpus = prunechat::data::load_corpus(path)?;
+    let corpus = prunechat::data::select_split(corpus, split, eval_fraction, split_seed)?;
+    Ok(prunechat::data::tokenize_corpus(&corpus, &tokenizer, &template)?)
 }

@@ -297,6 +297,11 @@ impl DenseModel {
         Ok(h.broadcast_matmul(&self.weight(w).t()?)?)
     }
 
+    /// Final RMSNorm: `(batch, seq, hidden)` to the output head's input, same shape.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        self.rms_norm(x, &self.output_norm, false)
+    }
+
     /// Full forward pass: `tokens` `(batch, seq)` to logits `(batch, seq, vocab)`.
     pub fn forward(&self, tokens: &Tensor, differentiable: bool) -> Result<Tensor> {
         let x = self.forward_hidden(tokens, differentiable)?;

@@ -1,0 +1,226 @@
+//! Measures of what pruning costs: perplexity over non-overlapping windows, top-1 next-token agreement
+//! with a reference model, sparsity per layer and overall, parameter counts and file size.
+//!
+//! Protocol (also in docs/evaluation.md): each window is run from an empty KV cache, so its
+//! first token has no context and is never scored. Every later token `t` of the window is
+//! scored by the model's log-probability given tokens `0..t` of the same window, so a window
+//! of `n` tokens contributes `n − 1` predictions. Perplexity is `exp` of the mean negative
+//! log-likelihood over all predictions of all windows. Agreement is the fraction of those
+//! positions where the two models' highest logits pick the same token.
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor, D};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::model::dense::LinearKind;
+use crate::model::{KvCache, Model};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PerplexityReport {
+    pub n_windows: usize,
+    /// Maximum window length, in tokens.
+    pub window: usize,
+    /// Tokens scored: the sum over windows of `length − 1`.
+    pub n_predicted: usize,
+    /// Mean negative log-likelihood per scored token, in nats.
+    pub mean_nll: f64,
+    pub perplexity: f64,
+    /// Fraction of scored positions where the model's top-1 token equals the reference's.
+    pub top1_agreement: Option<f64>,
+    /// The reference model's perplexity on the same windows.
+    pub reference_perplexity: Option<f64>,
+}
+
+/// A model's predictions on a set of windows, kept so that several models can be compared
+/// with one reference without running the reference again.
+#[derive(Debug, Clone)]
+pub struct WindowPredictions {
+    /// Highest-logit token at positions `0..len − 1` of each window.
+    pub top1: Vec<Vec<u32>>,
+    /// Sum of `−log p(token[t] | token[..t])` for `t` in `1..len`, per window.
+    pub nll_sums: Vec<f64>,
+}
+
+impl WindowPredictions {
+    pub fn n_predicted(&self) -> usize {
+        self.top1.iter().map(Vec::len).sum()
+    }
+
+    pub fn perplexity(&self) -> f64 {
+        (self.nll_sums.iter().sum::<f64>() / self.n_predicted() as f64).exp()
+    }
+}
+
+/// Runs `model` on every window and records its predictions. `progress(done, total)` is
+/// called after each window.
+pub fn predict(model: &Model, windows: &[Vec<u32>], progress: &mut dyn FnMut(usize, usize)) -> Result<WindowPredictions> {
+    if windows.is_empty() {
+        return Err(Error::invalid_argument("evaluation data", "no windows to evaluate"));
+    }
+    let mut predictions = WindowPredictions { top1: Vec::with_capacity(windows.len()), nll_sums: Vec::with_capacity(windows.len()) };
+    for (i, tokens) in windows.iter().enumerate() {
+        if tokens.len() < 2 {
+            return Err(Error::invalid_argument(
+                "evaluation data",
+                format!("window {} has {} token(s); at least 2 are needed", i + 1, tokens.len()),
+            ));
+        }
+        let (nll_sum, top1) = window_scores(model, tokens)?;
+        predictions.nll_sums.push(nll_sum);
+        predictions.top1.push(top1);
+        progress(i + 1, windows.len());
+    }
+    Ok(predictions)
+}
+
+/// Scores `model` on every window against the reference's predictions on the same windows.
+pub fn perplexity(
+    model: &Model,
+    windows: &[Vec<u32>],
+    reference: Option<&WindowPredictions>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PerplexityReport> {
+    if let Some(reference) = reference {
+        let same_shape = reference.top1.len() == windows.len()
+            && reference.top1.iter().zip(windows).all(|(p, w)| p.len() + 1 == w.len());
+        if !same_shape {
+            return Err(Error::invalid_argument("reference predictions", "they were made on other windows"));
+        }
+    }
+    let predictions = predict(model, windows, progress)?;
+    let n_predicted = predictions.n_predicted();
+    let mean_nll = predictions.nll_sums.iter().sum::<f64>() / n_predicted as f64;
+    let top1_agreement = reference.map(|reference| {
+        let n_agree: usize = predictions
+            .top1
+            .iter()
+            .zip(&reference.top1)
+            .map(|(a, b)| a.iter().zip(b).filter(|(x, y)| x == y).count())
+            .sum();
+        n_agree as f64 / n_predicted as f64
+    });
+    Ok(PerplexityReport {
+        n_windows: windows.len(),
+        window: windows.iter().map(Vec::len).max().unwrap_or(0),
+        n_predicted,
+        mean_nll,
+        perplexity: mean_nll.exp(),
+        top1_agreement,
+        reference_perplexity: reference.map(WindowPredictions::perplexity),
+    })
+}
+
+/// Returns the summed negative log-likelihood of `tokens[1..]` and the top-1 token at
+/// positions `0..len − 1`.
+fn window_scores(model: &Model, tokens: &[u32]) -> Result<(f64, Vec<u32>)> {
+    let mut cache = KvCache::new(model.config(), tokens.len());
+    let logits = model.forward_all(tokens, &mut cache)?.to_dtype(DType::F32)?; // (seq, vocab)
+    let seq = tokens.len();
+    let logits = logits.narrow(0, 0, seq - 1)?; // (seq - 1, vocab): position t predicts t + 1
+    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let targets = Tensor::new(&tokens[1..], &Device::Cpu)?.unsqueeze(1)?; // (seq - 1, 1)
+    let target_log_probs = log_probs.gather(&targets, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+    let nll_sum = target_log_probs.iter().map(|&lp| -(lp as f64)).sum();
+    let top1 = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    Ok((nll_sum, top1))
+}
+
+/// Builds a `Model` for evaluation with every weight dequantized to F32. The function is
+/// the same as the file's (dequantizing Q8_0 is exact), but the matrix products run as dense
+/// F32 GEMMs, which are faster for whole windows than the quantized kernels, and the
+/// activations are not quantized as they are in llama.cpp's and candle's Q8_0 kernels.
+pub fn model_for_evaluation(gguf: Gguf) -> Result<Model> {
+    let (dense, _) = crate::convert::convert(gguf, GgmlDType::F32, |_, _, _| {})?;
+    Model::from_gguf(dense)
+}
+
+/// Zeros of one group of weights.
+#[derive(Debug, Clone, Serialize)]
+pub struct SparsityEntry {
+    /// Decoder layer index, or `None` for a tensor outside the layers.
+    pub layer: Option<usize>,
+    /// GGUF tensor name for a single tensor; `None` for a whole decoder layer.
+    pub name: Option<String>,
+    pub n_weights: usize,
+    pub n_zeros: usize,
+    pub sparsity: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SparsityReport {
+    /// The seven weight matrices of each decoder layer together.
+    pub layers: Vec<SparsityEntry>,
+    /// The token embedding and, when the file has one, the separate output head.
+    pub embeddings: Vec<SparsityEntry>,
+    /// Zeros over all decoder-layer weight matrices (the ones pruning targets by default).
+    pub decoder_sparsity: f64,
+    /// Every weight of the file, norms included; a tied output head counts once.
+    pub n_params: usize,
+    pub n_nonzero_params: usize,
+    pub file_bytes: u64,
+    /// Number of tensors of each GGML type.
+    pub tensor_types: Vec<(String, usize)>,
+}
+
+/// Counts exact zeros in every tensor of `gguf`, dequantized. Q8_0 and the float types keep a
+/// pruned weight at exactly zero; a dense quantized model also has weights that round to zero.
+pub fn sparsity(gguf: &Gguf) -> Result<SparsityReport> {
+    let count = |name: &str| -> Result<(usize, usize)> {
+        let tensor = gguf.tensor(name).ok_or_else(|| Error::tensor(name, "missing from the file"))?;
+        let values = tensor.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?;
+        let n_weights = values.elem_count();
+        let n_zeros = values.eq(0f32)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+        Ok((n_weights, n_zeros))
+    };
+    let entry = |layer: Option<usize>, name: Option<String>, (n_weights, n_zeros): (usize, usize)| SparsityEntry {
+        layer,
+        name,
+        n_weights,
+        n_zeros,
+        sparsity: crate::prune::report::ratio(n_zeros, n_weights),
+    };
+
+    let config = crate::model::Config::from_gguf(gguf)?;
+    let mut layers = Vec::with_capacity(config.n_layers());
+    for l in 0..config.n_layers() {
+        let mut total = (0, 0);
+        for kind in LinearKind::ALL {
+            let (n, z) = count(&kind.tensor_name(l))?;
+            total = (total.0 + n, total.1 + z);
+        }
+        layers.push(entry(Some(l), None, total));
+    }
+    let mut embeddings = vec![entry(None, Some("token_embd.weight".into()), count("token_embd.weight")?)];
+    if gguf.tensor("output.weight").is_some() {
+        embeddings.push(entry(None, Some("output.weight".into()), count("output.weight")?));
+    }
+
+    let mut n_params = 0;
+    let mut n_zeros = 0;
+    for (name, _) in &gguf.tensors {
+        let (n, z) = count(name)?;
+        n_params += n;
+        n_zeros += z;
+    }
+    let decoder_weights: usize = layers.iter().map(|e| e.n_weights).sum();
+    let decoder_zeros: usize = layers.iter().map(|e| e.n_zeros).sum();
+    Ok(SparsityReport {
+        layers,
+        embeddings,
+        decoder_sparsity: crate::prune::report::ratio(decoder_zeros, decoder_weights),
+        n_params,
+        n_nonzero_params: n_params - n_zeros,
+        file_bytes: gguf.file_bytes,
+        tensor_types: gguf.tensor_type_counts(),
+    })
+}
+
+/// True for the GGML types in which a weight of zero stays exactly zero after quantization.
+pub fn keeps_zeros_exact(dtype: GgmlDType) -> bool {
+    // Q8_0, Q4_0 and Q5_0 store d · q with an integer q that is 0 for a weight of 0. The _1
+    // types add a per-block minimum, so a zero comes back as an offset. The k-quants are
+    // left out because no test here checks them.
+    matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q5_0)
+}

@@ -181,16 +181,22 @@ def main():
         "",
         f"Output file: {size / 1e6:.1f} MB (Q8_0). Training loss (mean over assistant-reply tokens, nats) and held-out loss:",
         "",
-        "| step | training loss (mean of the last 10 steps) | held-out loss |",
+        "| step | training loss (mean since the previous row) | held-out loss |",
         "| --- | --- | --- |",
     ]
     eval_by_step = {e["step"]: e["loss"] for e in evals}
     marks = sorted(set([0] + list(eval_by_step)))
-    for mark in marks:
-        window = [s["report"]["loss"] for s in steps if mark - 10 < s["report"]["step"] <= mark]
+    for previous, mark in zip([-1] + marks, marks):
+        window = [s["report"]["loss"] for s in steps if previous < s["report"]["step"] <= mark]
         train = f"{statistics.mean(window):.3f}" if window else "—"
         held = f"{eval_by_step[mark]:.3f}" if mark in eval_by_step else "—"
         lines.append(f"| {mark} | {train} | {held} |")
+    lines += [
+        "",
+        "The held-out loss is the curve to read. Batches are grouped by length, so consecutive steps see",
+        "samples of similar length, whose per-token loss differs a lot, and the training loss swings with",
+        "the position in the epoch.",
+    ]
     lines += ["", "Greedy replies (`prunechat chat MODEL --prompt ... --temperature 0 --max-new-tokens 40`):", ""]
     for prompt, reply in replies:
         lines.append(f"- **{prompt}** → {reply}")

@@ -186,3 +186,46 @@ fn train_tiny_preset_gives_a_chat_model() {
     assert_eq!(session.tokenizer().decode(&ids[1..ids.len() - 1]), "user\nHello number 3");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn finetune_after_prune_keeps_pruned_weights_zero() {
+    let dir = temp_dir("prune-then-finetune");
+    let (model, chats) = tiny_model_and_chats(&dir);
+    let pruned = dir.join("pruned.gguf");
+    let sparse = dir.join("pruned.psparse");
+    let (code, _, stderr) = prunechat(&[
+        "prune", s(&model), "--method", "magnitude", "--sparsity", "0.5", "--calib", s(&chats), "--n-samples", "2", "--seq-len", "16",
+        "--eval-fraction", "0", "--to", "f32", "--out", s(&pruned), "--sparse-out", s(&sparse), "--sparse-values", "f32",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // Full fine-tuning of the .psparse file: its zeros become masks.
+    let out = dir.join("recovered.gguf");
+    let mut args = vec!["finetune", s(&sparse), "--data", s(&chats), "--steps", "4", "--lr", "1e-2", "--out", s(&out)];
+    args.extend(COMMON);
+    let (code, _, stderr) = prunechat(&args);
+    assert_eq!(code, 0, "{stderr}");
+
+    let before = prunechat::model::dense::DenseModel::from_gguf(&Gguf::open(&pruned).unwrap()).unwrap();
+    let after = prunechat::model::dense::DenseModel::from_gguf(&Gguf::open(&out).unwrap()).unwrap();
+    let mut n_pruned = 0;
+    let mut n_changed = 0;
+    for ((name, b), (_, a)) in before.vars().iter().zip(after.vars().iter()) {
+        if !name.contains("attn_") && !name.contains("ffn_") || name.ends_with("norm.weight") {
+            continue;
+        }
+        let b: Vec<f32> = b.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let a: Vec<f32> = a.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        for (x, y) in b.iter().zip(&a) {
+            if *x == 0.0 {
+                n_pruned += 1;
+                assert_eq!(*y, 0.0, "{name}: a pruned weight was revived");
+            } else if x != y {
+                n_changed += 1;
+            }
+        }
+    }
+    assert!(n_pruned > 0, "the pruned model has zeros");
+    assert!(n_changed > 0, "fine-tuning changed the kept weights");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -7,7 +7,7 @@ use prunechat::chat_template::ChatTemplate;
 use prunechat::convert::parse_target;
 use prunechat::data::load_corpus;
 use prunechat::fsutil::check_output_path;
-use prunechat::gguf::Gguf;
+use prunechat::sparse::open_model;
 use prunechat::model::dense::DenseModel;
 use prunechat::model::lora::LoraConfig;
 use prunechat::tokenizer::Tokenizer;
@@ -20,7 +20,7 @@ use super::training::{self, TrainOpts};
 
 #[derive(Args)]
 pub struct FinetuneArgs {
-    /// GGUF model to fine-tune.
+    /// Model to fine-tune: GGUF, or .psparse as written by `prunechat prune --sparse-out`.
     model: PathBuf,
     /// Training data: a text file, a JSONL chat file (one {"messages": [...]} per line), a
     /// chatterbot-corpus YAML file, or a directory of them. Chat data trains on assistant replies only.
@@ -91,7 +91,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     args.train.apply_threads()?;
     let checkpoints = args.train.checkpoint_dir()?;
 
-    let gguf = Gguf::open(&args.model)?;
+    let gguf = open_model(&args.model)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let template = ChatTemplate::new(
         gguf.get_string("tokenizer.chat_template")?,

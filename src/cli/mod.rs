@@ -3,9 +3,9 @@
 mod chat;
 mod convert;
 mod eval;
+mod finetune;
 mod info;
 mod prune;
-mod finetune;
 mod train;
 mod training;
 

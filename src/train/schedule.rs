@@ -112,14 +112,15 @@ impl GmpSchedule {
         Some(self.sparsity_at(step))
     }
 
-    /// `s_t` of the cubic schedule: `initial` before `start_step`, `final` after the last pruning step.
+    /// `s_t` of the cubic schedule: `initial` before `start_step`, `final` after the last
+    /// pruning step. With `n_prunes = 0` the one pruning at `start_step` goes to `final`.
     pub fn sparsity_at(&self, step: usize) -> f64 {
+        let span = (self.n_prunes * self.prune_every) as f64;
+        if span == 0.0 && step >= self.start_step {
+            return self.final_sparsity;
+        }
         if step <= self.start_step {
             return self.initial_sparsity;
-        }
-        let span = (self.n_prunes * self.prune_every) as f64;
-        if span == 0.0 {
-            return self.final_sparsity;
         }
         let progress = ((step - self.start_step) as f64 / span).min(1.0);
         self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress).powi(3)
@@ -176,6 +177,14 @@ mod tests {
         assert!((g.target_at(20).unwrap() - 0.7).abs() < 1e-12);
         assert!((g.target_at(30).unwrap() - 0.8).abs() < 1e-12);
         assert_eq!(g.end_step(), 30);
+    }
+
+    #[test]
+    fn gmp_without_repeats_prunes_once_to_final() {
+        let g = GmpSchedule { initial_sparsity: 0.1, final_sparsity: 0.5, start_step: 3, prune_every: 5, n_prunes: 0 };
+        assert_eq!(g.target_at(2), None);
+        assert_eq!(g.target_at(3), Some(0.5));
+        assert_eq!(g.target_at(8), None);
     }
 
     #[test]

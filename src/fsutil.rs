@@ -8,6 +8,15 @@ use crate::error::{Error, Result};
 /// Writes `bytes` to a temporary file next to `path`, syncs it, and renames it over `path`.
 /// On any error the temporary file is removed and `path` is untouched.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    // Renaming over a device, pipe or symlink would replace it with a regular file.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_file() {
+            return Err(Error::invalid_argument(
+                "output path",
+                format!("{} exists and is not a regular file (a directory, device, pipe or symlink); choose a file path", path.display()),
+            ));
+        }
+    }
     let tmp = temporary_path(path);
     let result = (|| -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;

@@ -203,17 +203,25 @@ impl ChatSession {
         let max_context = self.cache.max_len();
         let reserve = sampler.params().max_new_tokens.min(max_context / 2);
         let mut dropped_turns = 0;
+        // Once turns must be dropped, drop down to three quarters of the context: every drop
+        // invalidates the whole cache after the system prompt, so dropping one exchange per
+        // turn would prefill nearly the full context on every following turn.
+        let mut limit = max_context;
         let tokens = loop {
             let messages = messages_with(self.system_prompt.as_deref(), &self.history, user);
             let prompt = self.template.render(&messages, true)?;
             let tokens = self.encode_prompt(&prompt)?;
-            if tokens.len() + reserve <= max_context {
+            if tokens.len() + reserve <= limit {
                 break tokens;
             }
             if self.history.len() >= 2 {
                 self.history.drain(..2);
                 dropped_turns += 1;
+                limit = max_context * 3 / 4;
                 continue;
+            }
+            if tokens.len() + reserve <= max_context {
+                break tokens;
             }
             return Err(Error::invalid_argument(
                 "prompt",

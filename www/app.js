@@ -256,6 +256,7 @@ function onLoaded(message) {
 }
 
 function onTurnStart(message) {
+  chat.ensureReply();
   setText(elements.stats.prompt, 'stats.prompt_value', {
     prompt: formatNumber(message.prompt_tokens),
     reused: formatNumber(message.reused_tokens),

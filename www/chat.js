@@ -76,10 +76,21 @@ export class ChatView {
     this.append(item);
   }
 
-  /** Appends streamed reply text as a Text node (never parsed as HTML). */
-  appendToken(text) {
+  /** Opens an assistant message unless one is already open. */
+  ensureReply() {
     if (this.reply === null) {
       this.startReply();
+    }
+  }
+
+  /**
+   * Appends streamed reply text as a Text node (never parsed as HTML). Text
+   * with no open reply is dropped: it is a token that was already on its way
+   * when New chat cleared the list.
+   */
+  appendToken(text) {
+    if (this.reply === null) {
+      return;
     }
     const reply = this.reply;
     const follow = this.isNearBottom();

@@ -1,4 +1,7 @@
-//! File writes that never leave a partial file behind.
+//! File writes that never leave a partial file at the destination.
+//!
+//! NOTE: a process killed during a write leaves its hidden `.NAME.PID.tmp` file next to the
+//! destination; nothing removes it later.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -26,7 +26,7 @@ pub enum StopReason {
     Stopped,
 }
 
-/// What `start_turn` did before the first token.
+/// Summary of the prefill that `start_turn` ran before the first token.
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnStart {
     /// Length of the whole rendered conversation, in tokens.
@@ -172,7 +172,39 @@ impl ChatSession {
         self.history.push(Message::new("assistant", assistant));
     }
 
-    /// Encodes a rendered prompt, adding BOS when the file asks for it and the text lacks it.
+    /// Renders `messages` with the generation prompt and encodes them so that only the
+    /// template's own markers become control tokens: a `<|im_end|>` typed in a message stays
+    /// plain text, so a user cannot close their turn and write a system message.
+    ///
+    /// Each content is swapped for a sentinel before rendering; the text between sentinels is
+    /// encoded with control tokens and each content without. A template that alters contents
+    /// (so a sentinel goes missing) is encoded whole, as llama.cpp does.
+    pub fn encode_conversation(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let sentinel = |i: usize| format!("\u{FDD0}{i}\u{FDD1}");
+        let masked: Vec<Message> =
+            messages.iter().enumerate().map(|(i, m)| Message::new(&m.role, &sentinel(i))).collect();
+        let rendered = self.template.render(&masked, true)?;
+
+        let mut ids = Vec::new();
+        let mut rest = rendered.as_str();
+        for (i, message) in messages.iter().enumerate() {
+            let Some(at) = rest.find(&sentinel(i)) else {
+                return self.encode_prompt(&self.template.render(messages, true)?);
+            };
+            ids.extend(self.tokenizer.encode(&rest[..at])?);
+            ids.extend(self.tokenizer.encode_plain(&message.content)?);
+            rest = &rest[at + sentinel(i).len()..];
+        }
+        ids.extend(self.tokenizer.encode(rest)?);
+        if let (true, Some(bos)) = (self.tokenizer.add_bos, self.tokenizer.bos_token_id) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Encodes a rendered prompt, adding BOS when the file sets `add_bos_token` and the text lacks it.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
         let mut ids = self.tokenizer.encode(prompt)?;
         if let (true, Some(bos)) = (self.tokenizer.add_bos, self.tokenizer.bos_token_id) {
@@ -209,8 +241,7 @@ impl ChatSession {
         let mut limit = max_context;
         let tokens = loop {
             let messages = messages_with(self.system_prompt.as_deref(), &self.history, user);
-            let prompt = self.template.render(&messages, true)?;
-            let tokens = self.encode_prompt(&prompt)?;
+            let tokens = self.encode_conversation(&messages)?;
             if tokens.len() + reserve <= limit {
                 break tokens;
             }

@@ -92,6 +92,7 @@ fn greedy_replies_match_llama_cpp() {
         }
         let rendered = session.render_prompt(&last.content, system.as_deref()).unwrap();
         assert_eq!(session.encode_prompt(&rendered).unwrap(), expected_prompt, "{name}: prompt ids");
+        assert_eq!(session.encode_conversation(&messages).unwrap(), expected_prompt, "{name}: prompt ids, contents as plain text");
 
         session.start_turn(&last.content, system.as_deref(), SamplingParams::greedy(GREEDY_TOKENS_COMPARED)).unwrap();
         let mut got = Vec::new();

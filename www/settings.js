@@ -80,7 +80,11 @@ export class SettingsForm {
     const stored = loadStored();
     this.fill({ ...DEFAULT_SAMPLING, ...(stored.sampling ?? {}) });
     this.systemPrompt.value = typeof stored.system === 'string' ? stored.system : '';
-    this.maxContext.value = String(stored.maxContext ?? DEFAULT_MAX_CONTEXT);
+    // A saved context length outside the allowed range would block every model
+    // load on page open, so it falls back to the default.
+    const context = stored.maxContext;
+    const valid = Number.isInteger(context) && context >= MAX_CONTEXT_FIELD.min && context <= MAX_CONTEXT_FIELD.max;
+    this.maxContext.value = String(valid ? context : DEFAULT_MAX_CONTEXT);
   }
 
   fill(sampling) {

@@ -52,7 +52,7 @@ pub fn file_type_code(dtype: GgmlDType) -> u32 {
     }
 }
 
-/// What happened to one tensor.
+/// Source and target type of one converted tensor.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TensorConversion {
     pub name: String,
@@ -78,19 +78,19 @@ pub fn convert(
     for (i, (name, tensor)) in tensors.into_iter().enumerate() {
         progress(i, total, &name);
         let dims = tensor.shape().dims().to_vec();
-        let wanted = match dims.as_slice() {
+        let target_type = match dims.as_slice() {
             [_] => GgmlDType::F32,
             [.., cols] if cols % target.block_size() == 0 => target,
             _ => GgmlDType::F16,
         };
         let from = dtype_name(tensor.dtype());
-        let out = if tensor.dtype() == wanted {
+        let out = if tensor.dtype() == target_type {
             tensor
         } else {
             let values = tensor.dequantize(&Device::Cpu)?;
-            QTensor::quantize(&values, wanted).map_err(|e| Error::tensor(&name, format!("quantizing to {} failed: {e}", dtype_name(wanted))))?
+            QTensor::quantize(&values, target_type).map_err(|e| Error::tensor(&name, format!("quantizing to {} failed: {e}", dtype_name(target_type))))?
         };
-        report.push(TensorConversion { name: name.clone(), from, to: dtype_name(wanted) });
+        report.push(TensorConversion { name: name.clone(), from, to: dtype_name(target_type) });
         converted.push((name, out));
     }
     progress(total, total, "");

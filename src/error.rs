@@ -1,5 +1,5 @@
 //! The crate's error type. Every variant names the value that was wrong and, where there is
-//! one, what to do instead; the wasm facade turns it into a JavaScript `Error` once.
+//! one, what to do instead. The wasm facade turns it into a JavaScript `Error` once.
 
 use std::path::PathBuf;
 

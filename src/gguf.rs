@@ -1,6 +1,6 @@
 //! GGUF reading and writing.
 //!
-//! This module knows the container format only: metadata key/value pairs and named tensors.
+//! This module handles the container format only: metadata key/value pairs and named tensors.
 //! It never imports the model; `model::Config` is built from the metadata it returns.
 
 use std::collections::HashMap;

@@ -84,10 +84,13 @@ impl Sampler {
 
         // Candidates sorted by logit, highest first; ties keep the lower id first.
         let mut order: Vec<u32> = (0..logits.len() as u32).filter(|&i| !logits[i as usize].is_nan()).collect();
-        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        // With top-k, partition first so only k candidates are sorted, not the whole vocabulary.
         if self.params.top_k > 0 && self.params.top_k < order.len() {
+            order.select_nth_unstable_by(self.params.top_k - 1, by_logit);
             order.truncate(self.params.top_k);
         }
+        order.sort_by(by_logit);
         if order.is_empty() {
             return argmax(&logits);
         }
@@ -182,6 +185,20 @@ mod tests {
     }
 
     #[test]
+    fn top_k_keeps_the_k_best_with_ties() {
+        // Many equal logits: ties must go to the lower id, as a full sort would order them.
+        let logits: Vec<f32> = (0..200).map(|i| ((i * 7) % 5) as f32).collect();
+        let mut naive: Vec<u32> = (0..200).collect();
+        naive.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        let allowed = &naive[..5];
+        let mut sampler = Sampler::new(params(1.0, 5, 1.0, 13)).unwrap();
+        for _ in 0..500 {
+            let id = sampler.sample(&logits, &[]);
+            assert!(allowed.contains(&id), "token {id} is outside the top 5 {allowed:?}");
+        }
+    }
+
+    #[test]
     fn top_p_keeps_only_the_nucleus() {
         // Probabilities at temperature 1: about 0.665, 0.245, 0.090.
         let logits = [2.0, 1.0, 0.0];
@@ -191,7 +208,8 @@ mod tests {
         }
         let mut sampler = Sampler::new(params(1.0, 0, 0.8, 3)).unwrap();
         let picks: Vec<u32> = (0..200).map(|_| sampler.sample(&logits, &[])).collect();
-        assert!(picks.contains(&0) && picks.contains(&1), "both nucleus tokens should appear");
+        assert!(picks.contains(&0), "token 0 is in the 0.8 nucleus");
+        assert!(picks.contains(&1), "token 1 is in the 0.8 nucleus");
         assert!(!picks.contains(&2), "token 2 is outside the 0.8 nucleus");
     }
 

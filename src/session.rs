@@ -101,11 +101,7 @@ impl ChatSession {
             return Err(Error::invalid_argument("max_context", format!("must be at least 16 tokens, got {max_context}")));
         }
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        let template = ChatTemplate::new(
-            gguf.get_string("tokenizer.chat_template")?,
-            tokenizer.token_text(tokenizer.bos_token_id),
-            tokenizer.token_text(tokenizer.eos_token_id),
-        )?;
+        let template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
         let tensor_types = gguf.tensor_type_counts().into_iter().collect();
         let file_bytes = gguf.file_bytes;
         let model = Model::from_gguf(gguf)?;

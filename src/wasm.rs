@@ -42,7 +42,7 @@ impl ChatEngine {
     }
 
     /// Appends a user message and prefills it. `system` may be empty for the model's default;
-    /// `sampling_json` holds `SamplingParams` fields, missing ones take their defaults.
+    /// `sampling_json` contains `SamplingParams` fields, missing ones take their defaults.
     #[wasm_bindgen(js_name = startTurn)]
     pub fn start_turn(&mut self, user: &str, system: &str, sampling_json: &str) -> Result<String, JsError> {
         let params: SamplingParams = serde_json::from_str(sampling_json)

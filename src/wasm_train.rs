@@ -39,12 +39,7 @@ impl FineTuner {
             serde_json::from_str(config_json).map_err(|e| JsError::new(&format!("invalid training settings {config_json}: {e}")))?;
         let gguf = Gguf::read(model).map_err(js_error)?;
         let tokenizer = Tokenizer::from_gguf(&gguf).map_err(js_error)?;
-        let template = ChatTemplate::new(
-            gguf.get_string("tokenizer.chat_template").map_err(js_error)?,
-            tokenizer.token_text(tokenizer.bos_token_id),
-            tokenizer.token_text(tokenizer.eos_token_id),
-        )
-        .map_err(js_error)?;
+        let template = ChatTemplate::from_gguf(&gguf, &tokenizer).map_err(js_error)?;
         let dense = DenseModel::from_gguf(&gguf).map_err(js_error)?;
         drop(gguf);
 

@@ -100,13 +100,15 @@ fn nan_in_norm_weight() {
     let values = candle_core::Tensor::new(&[f32::NAN; 64], &candle_core::Device::Cpu).unwrap();
     gguf.tensors[index].1 = candle_core::quantized::QTensor::quantize(&values, GgmlDType::F32).unwrap();
     let err = load_error(&gguf.to_bytes().unwrap());
-    assert!(err.contains("output_norm.weight") && err.contains("not a finite number"), "{err}");
+    assert!(err.contains("output_norm.weight"), "{err}");
+    assert!(err.contains("not a finite number"), "{err}");
 }
 
 #[test]
 fn special_token_out_of_range() {
     let err = load_error(&with_metadata("tokenizer.ggml.eos_token_id", Some(MetadataValue::U32(100_000))));
-    assert!(err.contains("tokenizer.ggml.eos_token_id") && err.contains("outside the vocabulary"), "{err}");
+    assert!(err.contains("tokenizer.ggml.eos_token_id"), "{err}");
+    assert!(err.contains("outside the vocabulary"), "{err}");
 }
 
 #[test]
@@ -175,7 +177,8 @@ fn cli_convert_refuses_to_overwrite_input() {
 
     let (code, _, stderr) = prunechat(&["convert", input.to_str().unwrap(), input.to_str().unwrap(), "--to", "q8_0"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("is the input file") && stderr.contains("--force"), "{stderr}");
+    assert!(stderr.contains("is the input file"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
     assert_eq!(std::fs::read(&input).unwrap(), before, "the input is untouched");
 
     let out = dir.join("tiny-q8_0.gguf");

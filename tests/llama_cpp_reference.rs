@@ -13,9 +13,9 @@ use prunechat::tokenizer::Tokenizer;
 /// Greedy tokens compared with llama.cpp's for every recorded prompt.
 const GREEDY_TOKENS_COMPARED: usize = 16;
 
-/// A step where llama.cpp's two best logits are closer than this is a near tie. The logits of
-/// llama.cpp itself move by up to 0.8 between its F16 and F32 KV cache on this model, so a
-/// different but correct implementation may pick the other token there; comparison of that
+/// A step where llama.cpp's two best logits are closer than this is a near tie. On this model
+/// llama.cpp's own logits move by up to 0.8 between its F16 and F32 KV cache. So a different
+/// but correct implementation may pick the other token there, and the comparison of that
 /// prompt ends at such a step.
 const NEAR_TIE_MARGIN: f64 = 0.5;
 

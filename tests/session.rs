@@ -135,7 +135,7 @@ fn max_tokens_ends_turn() {
 #[test]
 fn streamed_text_equals_decoded_reply() {
     // Sampling at a high temperature from the real model produces multi-byte characters split
-    // across tokens (the prompt asks for Chinese and emoji); the streamed pieces must add up to
+    // across tokens (the prompt requests Chinese and emoji); the streamed pieces must add up to
     // the decoded reply, with no replacement characters.
     let mut session = ChatSession::from_gguf(common::load_smollm2(), 1024).unwrap();
     let params = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 3, max_new_tokens: 64, ..SamplingParams::default() };

@@ -93,11 +93,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
 
     let gguf = open_model(&args.model)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let template = ChatTemplate::new(
-        gguf.get_string("tokenizer.chat_template")?,
-        tokenizer.token_text(tokenizer.bos_token_id),
-        tokenizer.token_text(tokenizer.eos_token_id),
-    )?;
+    let template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
     let model = DenseModel::from_gguf(&gguf)?;
     drop(gguf);
 

@@ -56,7 +56,7 @@ impl LinearKind {
         Self::ALL.into_iter().find(|k| k.gguf_name() == name)
     }
 
-    /// The GGUF tensor name of this matrix in layer `l`.
+    /// Returns the GGUF tensor name of this matrix in layer `l`.
     pub fn tensor_name(self, l: usize) -> String {
         format!("blk.{l}.{}.weight", self.gguf_name())
     }
@@ -199,7 +199,7 @@ impl DenseModel {
         Ok(Gguf { metadata, tensors, file_bytes: 0 })
     }
 
-    /// All trainable weights, in a fixed order: embedding, per layer (norms, then matrices in
+    /// Lists all trainable weights, in a fixed order: embedding, per layer (norms, then matrices in
     /// `LinearKind::ALL` order), output norm, output head.
     pub fn vars(&self) -> Vec<(String, Var)> {
         let mut vars = vec![("token_embd.weight".to_string(), self.token_embd.clone())];
@@ -225,7 +225,7 @@ impl DenseModel {
     }
 
     /// Runs decoder layer `l` on hidden states `x` `(batch, seq, hidden)` starting at position
-    /// 0, with a causal mask. `capture` sees the input of every weight matrix.
+    /// 0, with a causal mask. `capture` receives the input of every weight matrix.
     /// With `differentiable`, only operations that candle can backpropagate through are used.
     pub fn layer_forward(&self, l: usize, x: &Tensor, differentiable: bool, mut capture: Option<&mut CaptureFn>) -> Result<Tensor> {
         let layer = &self.layers[l];

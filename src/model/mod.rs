@@ -26,9 +26,9 @@ use crate::gguf::Gguf;
 pub const PREFILL_CHUNK: usize = 256;
 
 /// Input rows (positions) from which a layer's quantized matmul dequantizes its weight and runs
-/// an F32 GEMM instead of one quantized dot product per row and output. Measured in headless
-/// Chromium on a 1536x576 Q8_0 weight: 256 rows take 74 ms quantized and 25 ms dequantized
-/// (including 1 ms to dequantize); at 32 rows the quantized path is faster.
+/// an F32 GEMM instead of one quantized dot product per row and output. A one-off measurement in
+/// headless Chromium on a 1536x576 Q8_0 weight: 256 rows took 74 ms quantized and 25 ms
+/// dequantized, including 1 ms to dequantize. At 32 rows the quantized path was faster.
 const DEQUANTIZE_MIN_ROWS: usize = 64;
 
 /// Largest context for which rotary tables are precomputed; longer `context_length` values are

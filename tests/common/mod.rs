@@ -22,7 +22,7 @@ pub fn load_smollm2() -> Gguf {
     Gguf::open(smollm2_q8_0()).expect("the Q8_0 model loads")
 }
 
-/// The llama.cpp reference recorded by `scripts/make_llama_cpp_fixtures.py`.
+/// Reads the llama.cpp reference recorded by `scripts/make_llama_cpp_fixtures.py`.
 pub fn llama_cpp_reference() -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp_reference.json");
     let text = std::fs::read_to_string(&path).expect("fixture file is readable");

@@ -90,7 +90,7 @@ pub fn prune_model(
     for batch in calibration.chunks(config.batch_size) {
         let flat: Vec<u32> = batch.iter().flatten().copied().collect();
         let tokens = Tensor::from_vec(flat, (batch.len(), seq_len), &Device::Cpu)?;
-        hidden.push(model.embed(&tokens)?);
+        hidden.push(model.embed(&tokens)?.detach());
     }
     let has_calibration = !hidden.is_empty();
 
@@ -213,9 +213,11 @@ fn prune_matrix(
     Ok((report, mask))
 }
 
-/// Runs layer `l` on every batch.
+/// Runs layer `l` on every batch. The outputs are detached: the weights are `Var`s, so
+/// candle would otherwise record every operation and keep the activations of all earlier
+/// layers alive for backpropagation.
 fn forward_layer(model: &DenseModel, l: usize, hidden: &[Tensor]) -> Result<Vec<Tensor>> {
-    hidden.iter().map(|x| model.layer_forward(l, x, false, None)).collect()
+    hidden.iter().map(|x| Ok(model.layer_forward(l, x, false, None)?.detach())).collect()
 }
 
 /// Accumulates `XᵀX` for the four inputs of layer `l` over every batch.

@@ -11,6 +11,9 @@ scores every model on two held-out sets, with the dense Q8_0 model as the refere
 * text: English prose from the documentation of Flask 3.0.3, taken from its source
   distribution on PyPI, with code blocks, directives and markup removed.
 
+Wanda and SparseGPT at 50%, 2:4, 30% and 4:8 are also calibrated on the calibration split of
+the Flask text (paragraphs, 10% held out) and scored on its held-out split.
+
 It also loads the dense model and the SparseGPT 50% model in llama.cpp (llama-cpp-python)
 and compares llama.cpp's perplexity on the same text windows with prunechat's.
 
@@ -55,6 +58,9 @@ SETTINGS = [
 ]
 # Runs are made in this order, so that an interrupted run has the most telling settings.
 RUN_ORDER = ["50%", "2:4", "30%", "4:8", "60%", "70%"]
+# Calibrated on the calibration split of the text itself and scored on its held-out split.
+TEXT_METHODS = ["wanda", "sparsegpt"]
+TEXT_RUN_ORDER = ["50%", "2:4", "30%", "4:8"]
 CALIBRATION = ["--n-samples", "32", "--seq-len", "256", "--seed", "0"]
 WINDOW = 512
 
@@ -120,26 +126,30 @@ def flask_text() -> Path:
     return target
 
 
-def prune_runs(binary: Path, fresh: bool, prune: bool) -> list[dict]:
+def prune_runs(binary: Path, fresh: bool, prune: bool, calibration: Path = CHAT_DATA, methods=METHODS,
+               labels=RUN_ORDER, prefix: str = "") -> list[dict]:
     """Prune with every method and setting (only collect finished runs when prune is false).
 
-    Returns the finished runs in table order: methods, then settings.
+    Calibrates on the calibration split of `calibration`. Returns the runs in table order:
+    methods, then settings; a run not finished has "prune" set to None.
     """
     options = dict(SETTINGS)
-    for label in RUN_ORDER:
-        for method in METHODS:
-            slug = f"{method}-{label.replace('%', '').replace(':', 'of')}"
+    for label in labels:
+        for method in methods:
+            slug = f"{prefix}{method}-{label.replace('%', '').replace(':', 'of')}"
             report = WORK_DIR / f"{slug}.json"
             if prune and (fresh or not report.exists()):
                 command = [binary, "prune", MODEL, "--method", method, *options[label], *CALIBRATION,
-                           "--calib", CHAT_DATA, "--out", WORK_DIR / f"{slug}.gguf", "--report", report]
-                if label in ("50%", "2:4"):
+                           "--calib", calibration, "--out", WORK_DIR / f"{slug}.gguf", "--report", report]
+                if label in ("50%", "2:4") and not prefix:
                     command += ["--sparse-out", WORK_DIR / f"{slug}.psparse"]
                 run(command, stdout=subprocess.DEVNULL)
     runs = []
-    for method in METHODS:
+    for method in methods:
         for label, _ in SETTINGS:
-            slug = f"{method}-{label.replace('%', '').replace(':', 'of')}"
+            if label not in labels:
+                continue
+            slug = f"{prefix}{method}-{label.replace('%', '').replace(':', 'of')}"
             report = WORK_DIR / f"{slug}.json"
             entry = {"method": method, "setting": label, "gguf": WORK_DIR / f"{slug}.gguf", "prune": None}
             if report.exists():
@@ -202,7 +212,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
 
 
-def write_markdown(runs, chat, text, llama, windows: int, text_file: Path) -> None:
+def write_markdown(runs, chat, text, llama, windows: int, text_file: Path, text_runs, text_held_out) -> None:
     dense = str(MODEL)
     commit = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     n_text_paragraphs = text_file.read_text().count("\n\n")
@@ -246,6 +256,25 @@ def write_markdown(runs, chat, text, llama, windows: int, text_file: Path) -> No
             lines.append(f"| {r['method']} | {r['setting']} | {e['perplexity']:.2f} | {e['perplexity'] / d:.2f} | "
                          f"{e['top1_agreement'] * 100:.1f}% | {r['prune']['report']['ms'] / 1000:.0f} |")
         lines.append("")
+
+    d = text_held_out[dense]["perplexity"]["perplexity"]
+    lines += ["## Calibrated on the same kind of text", "",
+              "The tables above calibrate on chat. Here the Flask text is split like the chat corpus (paragraphs,",
+              "10% held out, split seed 0): Wanda and SparseGPT calibrate on 32 × 256 tokens of its calibration",
+              f"split and are scored on its held-out split ({text_held_out[dense]['n_tokens']} tokens evaluated).",
+              "This is the usual protocol of the pruning papers, which calibrate on one part of a corpus",
+              "and evaluate on another.", "",
+              "| method | sparsity | perplexity | ×dense | top-1 agreement | prune time (s) |",
+              "| --- | --- | ---: | ---: | ---: | ---: |",
+              f"| dense | 0% | {d:.2f} | 1.00 | 100.0% | - |"]
+    for r in text_runs:
+        if r["prune"] is None:
+            lines.append(f"| {r['method']} | {r['setting']} | not run | | | |")
+            continue
+        e = text_held_out[str(r["gguf"])]["perplexity"]
+        lines.append(f"| {r['method']} | {r['setting']} | {e['perplexity']:.2f} | {e['perplexity'] / d:.2f} | "
+                     f"{e['top1_agreement'] * 100:.1f}% | {r['prune']['report']['ms'] / 1000:.0f} |")
+    lines.append("")
 
     lines += ["## File sizes", "", "| model | GGUF (Q8_0) | .psparse (F16 values) | decoder sparsity |", "| --- | ---: | ---: | ---: |",
               f"| dense | {MODEL.stat().st_size / 1e6:.1f} MB | - | - |"]
@@ -302,7 +331,12 @@ def main() -> None:
     text = evaluate(binary, models, ["--data", text_file, "--split", "all"], "text", args.windows, args.fresh)
     checked = [MODEL] + [r["gguf"] for r in runs if r["method"] == "sparsegpt" and r["setting"] == "50%" and r["prune"]]
     llama = llama_cpp_check(checked, WORK_DIR / "windows-text.json")
-    write_markdown(runs, chat, text, llama, args.windows, text_file)
+    text_runs = prune_runs(binary, args.fresh, not args.eval_only, calibration=text_file, methods=TEXT_METHODS,
+                           labels=TEXT_RUN_ORDER, prefix="text-")
+    held_out_models = [MODEL] + [r["gguf"] for r in text_runs if r["prune"] is not None]
+    text_held_out = evaluate(binary, held_out_models, ["--data", text_file, "--split", "held-out"], "text-held-out",
+                             args.windows, args.fresh)
+    write_markdown(runs, chat, text, llama, args.windows, text_file, text_runs, text_held_out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ const elements = {
   facts: {
     size: $('fact-size'),
     params: $('fact-params'),
+    sparsity: $('fact-sparsity'),
     layers: $('fact-layers'),
     context: $('fact-context'),
     quant: $('fact-quant'),
@@ -152,6 +153,9 @@ function renderModelFacts(info, name) {
   elements.modelName.title = name;
   elements.facts.size.textContent = formatBytes(info.file_bytes);
   elements.facts.params.textContent = formatParams(info.n_params);
+  elements.facts.sparsity.textContent = Number.isFinite(info.decoder_sparsity)
+    ? `${formatNumber(info.decoder_sparsity * 100, 1)} %`
+    : '—';
   elements.facts.layers.textContent = String(info.n_layers);
   elements.facts.context.textContent = `${formatNumber(info.max_context)} / ${formatNumber(info.context_length)}`;
   elements.facts.quant.textContent = formatTensorTypes(info.tensor_types) || '—';

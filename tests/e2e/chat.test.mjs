@@ -10,8 +10,15 @@
 // its worker.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const BASE_URL = (process.env.PRUNECHAT_URL ?? '').replace(/\/$/, '');
 const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -484,6 +491,68 @@ describe('chat page', { timeout: TEST_TIMEOUT_MS }, () => {
     await page.click('[data-testid=lang-en]');
     assert.equal(await page.textContent('[data-testid=send]'), 'Send');
     await waitForModel(page);
+    await session.close();
+  });
+});
+
+describe('pruned model on the page', { timeout: TEST_TIMEOUT_MS }, () => {
+  let workDir;
+  let prunedPath;
+  let pruneReport;
+
+  before(() => {
+    // A real pruned model from the CLI: Wanda at 50% with a small calibration
+    // set, which takes about 15 s here.
+    const binary = path.join(REPO_ROOT, 'target', 'release', 'prunechat');
+    assert.ok(existsSync(binary), `${binary} is missing: run \`cargo build --release\` (make test does)`);
+    workDir = mkdtempSync(path.join(tmpdir(), 'prunechat-e2e-'));
+    prunedPath = path.join(workDir, 'wanda-50.gguf');
+    const reportPath = path.join(workDir, 'wanda-50.json');
+    execFileSync(
+      binary,
+      [
+        'prune', path.join(REPO_ROOT, 'models', MODEL_FILE),
+        '--method', 'wanda', '--sparsity', '0.5', '--n-samples', '8', '--seq-len', '64',
+        '--out', prunedPath, '--report', reportPath,
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'], timeout: 240_000 },
+    );
+    pruneReport = JSON.parse(readFileSync(reportPath, 'utf8'));
+  });
+
+  after(() => {
+    if (workDir) {
+      rmSync(workDir, { recursive: true, force: true });
+    }
+  });
+
+  test('loads and chats with a Wanda 50% file', async () => {
+    const session = await openChat();
+    const { page } = session;
+    await waitForModel(page);
+    assert.match(await page.textContent('[data-testid=fact-sparsity]'), /^0\.\d %$/, 'the dense Q8_0 file has under 1% zeros');
+
+    const from = await messageCount(page);
+    await page.setInputFiles('[data-testid=file-input]', prunedPath);
+    const loaded = await waitForWorkerMessage(page, 'loaded', from, LOAD_TIMEOUT_MS);
+    await waitForModel(page);
+    assert.equal(loaded.name, 'wanda-50.gguf');
+    assert.equal(loaded.source.kind, 'file');
+
+    // The CLI's report gives the zeros before Q8_0 rounding; rounding only adds zeros.
+    const sparsity = loaded.info.decoder_sparsity;
+    assert.ok(
+      sparsity >= pruneReport.sparsity && sparsity < pruneReport.sparsity + 0.01,
+      `page sparsity ${sparsity}, CLI report ${pruneReport.sparsity}`,
+    );
+    assert.equal(await page.textContent('[data-testid=fact-sparsity]'), `${(sparsity * 100).toFixed(1)} %`);
+    assert.equal(loaded.info.n_params, 134_515_008);
+
+    await setSampling(page, GREEDY);
+    const reply = await ask(page, 'What is 2+2?');
+    assert.deepEqual(reply.errors, []);
+    assert.ok(reply.tokens.length > 0, 'no tokens streamed');
+    assert.ok(reply.replyText.trim().length > 0, 'the reply is empty');
     await session.close();
   });
 });

@@ -56,9 +56,10 @@ fixtures: model
 	fi
 	python3 scripts/make_llama_cpp_fixtures.py
 
-## bench: browser benchmark of prunechat against wllama on the same GGUF file
+## bench: browser benchmarks: inference against wllama on the same GGUF file, then wasm training
 bench: setup-browser wasm model
 	node benches/browser-bench.mjs
+	node benches/browser-train-bench.mjs
 
 ## prune-results: prune SmolLM2 with magnitude, Wanda and SparseGPT at six settings, evaluate, write docs/pruning-results.md (about an hour on two cores)
 prune-results: native model

@@ -20,29 +20,27 @@
 // With PRUNECHAT_URL set it uses that server, else it starts scripts/serve.py
 // on a free port of 127.0.0.1 and stops it at the end.
 
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+import {
+  CHROMIUM_ARGS,
+  CHROMIUM_PATH,
+  gitRevision,
+  machineDescription,
+  packageBuildDescription,
+  replaceSection,
+  ROOT,
+  startServer,
+  wasmTargetFeatures,
+  withTimeout,
+} from './common.mjs';
+
 const BENCHMARKS_DOC = join(ROOT, 'docs', 'benchmarks.md');
 const SECTION_START = '<!-- browser-bench:start -->';
 const SECTION_END = '<!-- browser-bench:end -->';
-
-const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const MAX_CONTEXT = 2048;
 const DECODE_TOKENS = 128;
@@ -94,38 +92,6 @@ function parseOptions() {
 
 // ---------------------------------------------------------------------------
 // Server
-
-/** Starts scripts/serve.py on a free port; resolves to {url, stop}. */
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const server = spawn('python3', [join(ROOT, 'scripts', 'serve.py'), '--root', ROOT], {
-      env: { ...process.env, PORT: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    server.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    server.on('exit', (code) => reject(new Error(`scripts/serve.py exited with code ${code}:\n${stderr}`)));
-    const timer = setTimeout(() => {
-      server.kill('SIGTERM');
-      reject(new Error(`scripts/serve.py printed no URL within 15 s:\n${stderr}`));
-    }, 15_000);
-    server.stdout.once('data', (chunk) => {
-      clearTimeout(timer);
-      const url = chunk.toString().split('\n')[0].trim().replace(/\/$/, '');
-      const stop = () => {
-        server.removeAllListeners('exit');
-        server.kill('SIGTERM');
-      };
-      // Also stop the server when this process ends early, for example on Ctrl-C.
-      process.once('exit', stop);
-      process.once('SIGINT', () => process.exit(130));
-      process.once('SIGTERM', () => process.exit(143));
-      resolve({ url, stop });
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------
 // Page-side driver, installed with page.evaluate (CDP, so the page CSP does
@@ -345,59 +311,6 @@ function medianOfRuns(results) {
   return medians;
 }
 
-function machineDescription() {
-  let model = cpus()[0]?.model ?? 'unknown CPU';
-  try {
-    const line = execFileSync('lscpu', { encoding: 'utf8' })
-      .split('\n')
-      .find((row) => row.startsWith('Model name:'));
-    if (line) {
-      model = line.slice('Model name:'.length).trim();
-    }
-  } catch {
-    // lscpu is missing: keep the model name from os.cpus().
-  }
-  return `${model}, ${cpus().length} cores`;
-}
-
-/** Returns the wasm target features set in .cargo/config.toml, for example "+simd128". */
-function wasmTargetFeatures() {
-  try {
-    const config = readFileSync(join(ROOT, '.cargo', 'config.toml'), 'utf8');
-    return [...config.matchAll(/target-feature=([^"\s]+)/g)].map((match) => match[1]).join(',') || 'none';
-  } catch {
-    return 'unknown';
-  }
-}
-
-/** Returns the short commit hash, marked when src/, www/ or the Cargo files differ from it. */
-function gitRevision() {
-  const git = (...args) =>
-    execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  try {
-    const revision = git('rev-parse', '--short', 'HEAD');
-    const changed = git('status', '--porcelain', '--', 'src', 'www', 'Cargo.toml', 'Cargo.lock');
-    return changed === '' ? `commit ${revision}` : `commit ${revision} with uncommitted changes`;
-  } catch {
-    return 'no commit';
-  }
-}
-
-/** Describes pkg/ and warns when a file under src/ is newer than the built wasm. */
-function packageBuildDescription() {
-  const wasmPath = join(ROOT, 'pkg', 'prunechat_bg.wasm');
-  if (!existsSync(wasmPath)) {
-    return 'pkg/prunechat_bg.wasm missing';
-  }
-  const builtAt = statSync(wasmPath).mtimeMs;
-  const sources = readdirSync(join(ROOT, 'src'), { recursive: true })
-    .filter((file) => file.endsWith('.rs'))
-    .map((file) => statSync(join(ROOT, 'src', file)).mtimeMs);
-  const stale = sources.some((modifiedAt) => modifiedAt > builtAt);
-  const built = new Date(builtAt).toISOString().slice(0, 16).replace('T', ' ');
-  return `pkg/ built ${built} UTC${stale ? ', older than the sources in src/' : ''}`;
-}
-
 function wllamaVersion() {
   try {
     const manifest = join(ROOT, 'node_modules', '@wllama', 'wllama', 'package.json');
@@ -475,19 +388,6 @@ function buildReport({ runs, modelPath, info, prunechat, wllama, wllamaError, ch
   return lines.join('\n');
 }
 
-/** Replaces the browser section of docs/benchmarks.md, or appends it. */
-function writeReport(section) {
-  let document = existsSync(BENCHMARKS_DOC) ? readFileSync(BENCHMARKS_DOC, 'utf8') : '# Benchmarks\n';
-  const start = document.indexOf(SECTION_START);
-  const end = document.indexOf(SECTION_END);
-  if (start !== -1 && end > start) {
-    document = document.slice(0, start) + section + document.slice(end + SECTION_END.length);
-  } else {
-    document = `${document.trimEnd()}\n\n${section}\n`;
-  }
-  writeFileSync(BENCHMARKS_DOC, document);
-}
-
 // ---------------------------------------------------------------------------
 
 function logRun(engine, run, values) {
@@ -550,21 +450,13 @@ async function main() {
     });
     console.log(report);
     if (options.write) {
-      writeReport(report);
+      replaceSection(BENCHMARKS_DOC, SECTION_START, SECTION_END, report);
       console.error(`bench: updated ${BENCHMARKS_DOC}`);
     }
   } finally {
     await browser.close();
     server?.stop();
   }
-}
-
-function withTimeout(promise, ms, label) {
-  let timer;
-  const timeout = new Promise((resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${label} timed out after ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 main().catch((error) => {

@@ -7,13 +7,18 @@ Runs target/release/prunechat (build it first with `cargo build --release`):
    of full fine-tuning on SmolLM2-135M-Instruct, each with 1 and 2 candle threads.
 2. From scratch: `prunechat train --preset tiny` on the English chatterbot corpus for
    --scratch-steps steps, its loss curve and a few greedy replies.
-3. Recovery (with --pruned FILE): fine-tunes a pruned model with LoRA and with full
-   fine-tuning, masks kept, and reports held-out loss before and after and the sparsity.
+3. Recovery (with --pruned FILE): fine-tunes a pruned model on the chatterbot corpus with
+   LoRA and with full fine-tuning, masks kept, for --recovery-steps steps. It reports the
+   held-out loss before and after, and `prunechat eval` perplexity of the pruned and the
+   recovered model on held-out chat and on English text (--text FILE, for example the Flask
+   documentation prose that scripts/pruning-results.py extracts), as multiples of the dense
+   model's. With --recovery-only, only this section of the page is rewritten.
 
 Tokens/s counts input tokens without padding, per optimizer step, as the CLI's --log records
 them; the table gives the median over the steps after the first.
 
 Usage: python3 scripts/training_results.py [--scratch-steps 1200] [--pruned pruned.gguf]
+       [--text flask.txt] [--recovery-steps 60] [--recovery-only]
 """
 
 import argparse
@@ -114,22 +119,100 @@ def from_scratch(tmp, n_steps):
     return steps, evals, replies, setup, model.stat().st_size
 
 
-def recovery(tmp, pruned):
-    rows = []
-    for name, extra in [("LoRA rank 8", ["--lora-rank", 8, "--lr", "1e-3"]), ("full fine-tuning", ["--lr", "5e-5"])]:
-        _, stderr, steps, evals = run(["finetune", pruned, "--data", CORPUS, "--steps", 200, "--batch-size", 8, "--seq-len", 128,
-                                       "--eval-every", 50, "--out", tmp / "recovered.gguf", "--to", "q8_0"] + extra,
-                                      log=tmp / "recovery.jsonl")
-        sparsity = [l for l in stderr.splitlines() if "sparsity" in l]
-        rows.append((name, evals[0]["loss"], evals[-1]["loss"], tokens_per_second(steps), sparsity))
-    return rows
+RECOVERY_HEADING = "## Recovery fine-tuning after pruning"
+
+
+def perplexities(models, data_args, name, tmp):
+    """`prunechat eval` perplexity of each model (first 12 windows of 512 tokens), keyed by path."""
+    out = tmp / f"eval-{name}.jsonl"
+    stdout, _, _, _ = run(["eval", *models, *data_args, "--window", 512, "--max-windows", 12, "--json"])
+    out.write_text(stdout)
+    rows = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    return {str(Path(r["model"])): r["perplexity"]["perplexity"] for r in rows}
+
+
+def recovery(tmp, pruned, text, n_steps):
+    """Fine-tune `pruned` with LoRA and fully; return the runs and the perplexity tables."""
+    runs = []
+    for name, slug, extra in [("LoRA rank 8", "lora", ["--lora-rank", 8, "--lr", "1e-3"]),
+                              ("full fine-tuning", "full", ["--lr", "5e-5"])]:
+        out = tmp / f"recovered-{slug}.gguf"
+        _, stderr, steps, evals = run(["finetune", pruned, "--data", CORPUS, "--steps", n_steps, "--batch-size", 4,
+                                       "--seq-len", 128, "--eval-every", max(n_steps // 3, 1), "--threads", 1,
+                                       "--out", out, "--to", "q8_0"] + extra,
+                                      log=tmp / f"recovery-{slug}.jsonl")
+        sparsity = [line.strip() for line in stderr.splitlines() if "sparsity" in line]
+        runs.append({"name": name, "out": out, "before": evals[0]["loss"], "after": evals[-1]["loss"],
+                     "rate": tokens_per_second(steps), "seconds": sum(s["seconds"] for s in steps),
+                     "sparsity": sparsity})
+    models = [MODEL, pruned] + [r["out"] for r in runs]
+    tables = [("held-out chat", perplexities(models, ["--data", CORPUS, "--split", "held-out"], "chat", tmp))]
+    if text is not None:
+        tables.append((f"English text ({text.name})", perplexities(models, ["--data", text, "--split", "all"], "text", tmp)))
+    return runs, tables
+
+
+def recovery_lines(pruned, n_steps, recovered):
+    lines = [RECOVERY_HEADING, ""]
+    if recovered is None:
+        return lines + [
+            "Not measured yet: run the script with `--pruned PRUNED.gguf` once a pruned model exists. It fine-tunes",
+            "with LoRA and fully and reports held-out loss and perplexity before and after.",
+        ]
+    runs, tables = recovered
+    cpu, cores, load, commit = machine()
+    lines += [
+        f"Measured by `python3 scripts/training_results.py --recovery-only --pruned {pruned} --recovery-steps {n_steps}`",
+        f"on {datetime.date.today().isoformat()}, commit {commit}; {cpu}, {cores} cores, load average {load:.1f}.",
+        "",
+        f"The pruned model is fine-tuned on the calibration split of the English chatterbot corpus for {n_steps} steps",
+        "(batch 4, sequences of at most 128 tokens, one candle thread), masks kept: every weight that is zero",
+        "in the pruned file stays exactly zero. The held-out loss is the mean loss on assistant tokens of the",
+        "held-out split.",
+        "",
+        "| Method | held-out loss before | held-out loss after | tokens/s | training time (s) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in runs:
+        lines.append(f"| {r['name']} | {r['before']:.3f} | {r['after']:.3f} | {r['rate']:.0f} | {r['seconds']:.0f} |")
+    lines += ["", "Perplexity (`prunechat eval`, first 12 windows of 512 tokens) and its multiple of the dense model's:", ""]
+    header = "| model | " + " | ".join(name for name, _ in tables) + " |"
+    lines += [header, "| --- | " + " | ".join("---:" for _ in tables) + " |"]
+    labels = [(str(MODEL), "dense"), (str(pruned), f"pruned ({pruned.name})")]
+    labels += [(str(r["out"]), f"pruned + {r['name']}") for r in runs]
+    for path, label in labels:
+        cells = []
+        for _, table in tables:
+            value, dense = table[path], table[str(MODEL)]
+            cells.append(f"{value:.2f} ({value / dense:.2f}×)")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for r in runs:
+        for line in r["sparsity"]:
+            lines.append(f"{r['name']}: {line}")
+    return lines
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scratch-steps", type=int, default=1200, help="optimizer steps of the from-scratch run")
     parser.add_argument("--pruned", type=Path, help="a pruned GGUF model for the recovery section")
+    parser.add_argument("--text", type=Path, help="a plain-text file for the recovery perplexity table")
+    parser.add_argument("--recovery-steps", type=int, default=60, help="optimizer steps of each recovery run")
+    parser.add_argument("--recovery-only", action="store_true",
+                        help="run only the recovery section and replace it in the existing page (needs --pruned)")
     args = parser.parse_args()
+    if args.recovery_only:
+        if args.pruned is None:
+            sys.exit("--recovery-only needs --pruned PRUNED.gguf")
+        with tempfile.TemporaryDirectory(prefix="prunechat-results-") as tmp:
+            recovered = recovery(Path(tmp), args.pruned, args.text, args.recovery_steps)
+            section = recovery_lines(args.pruned, args.recovery_steps, recovered)
+        page = OUT.read_text()
+        start = page.index(RECOVERY_HEADING) if RECOVERY_HEADING in page else len(page)
+        OUT.write_text(page[:start].rstrip("\n") + "\n\n" + "\n".join(section) + "\n")
+        print(f"wrote {OUT}", file=sys.stderr)
+        return
     for path in (BIN, MODEL, CORPUS):
         if not path.exists():
             sys.exit(f"{path} is missing: run `cargo build --release` and scripts/fetch-model.sh first")
@@ -139,7 +222,7 @@ def main():
         tmp = Path(tmp)
         rows = throughput(tmp)
         steps, evals, replies, setup, size = from_scratch(tmp, args.scratch_steps)
-        recovered = recovery(tmp, args.pruned) if args.pruned else None
+        recovered = recovery(tmp, args.pruned, args.text, args.recovery_steps) if args.pruned else None
 
     today = datetime.date.today().isoformat()
     lines = [
@@ -168,8 +251,8 @@ def main():
         "means the masked adapter path, which forms each full-size update. `--no-masks` uses the",
         "factored path.",
         "",
-        "Chromium: not measured yet. The `FineTuner` wasm facade runs LoRA steps in headless Chromium",
-        "(tests/wasm.rs) but has no benchmark page.",
+        "Chromium: `node benches/browser-train-bench.mjs` measures the wasm `FineTuner` and records it in",
+        "docs/benchmarks.md.",
         "",
         "## From scratch: tiny preset on the English chatterbot corpus",
         "",
@@ -200,21 +283,7 @@ def main():
     lines += ["", "Greedy replies (`prunechat chat MODEL --prompt ... --temperature 0 --max-new-tokens 40`):", ""]
     for prompt, reply in replies:
         lines.append(f"- **{prompt}** → {reply}")
-    lines += ["", "## Recovery fine-tuning after pruning", ""]
-    if recovered:
-        lines += [
-            f"Pruned model: `{args.pruned}`; 200 steps, batch 8, masks kept (pruned weights stay zero).",
-            "",
-            "| Method | held-out loss before | held-out loss after | tokens/s | sparsity |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for name, before, after, rate, sparsity in recovered:
-            lines.append(f"| {name} | {before:.3f} | {after:.3f} | {rate:.0f} | {'; '.join(sparsity)} |")
-    else:
-        lines += [
-            "Not measured yet: run the script with `--pruned PRUNED.gguf` once a pruned model exists. It fine-tunes",
-            "with LoRA and fully for 200 steps each and reports held-out loss before and after.",
-        ]
+    lines += [""] + recovery_lines(args.pruned, args.recovery_steps, recovered)
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}", file=sys.stderr)
 

@@ -17,6 +17,29 @@ fn js_error(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// Splits the settings JSON into the `TrainConfig` and the `keep_zeros` flag (default true).
+fn parse_settings(config_json: &str) -> Result<(TrainConfig, bool), JsError> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        JsError::new(&format!("invalid training settings {config_json}: {e}"))
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_str(config_json).map_err(|e| invalid(&e))?;
+    let keep_zeros = match value
+        .as_object_mut()
+        .and_then(|fields| fields.remove("keep_zeros"))
+    {
+        None => true,
+        Some(serde_json::Value::Bool(flag)) => flag,
+        Some(other) => {
+            return Err(invalid(&format!(
+                "keep_zeros must be true or false, got {other}"
+            )))
+        }
+    };
+    let config = serde_json::from_value(value).map_err(|e| invalid(&e))?;
+    Ok((config, keep_zeros))
+}
+
 /// A fine-tuning run on one model and one data set.
 #[wasm_bindgen]
 pub struct FineTuner {
@@ -32,7 +55,8 @@ impl FineTuner {
     /// `config_json` contains `TrainConfig` fields (missing ones take their defaults; give
     /// `"lora": {"rank": 8, "alpha": 16, "targets": [...]}` for LoRA). `eval_fraction` of the
     /// documents are held out for evaluation. Zeros in the model's projection matrices are
-    /// kept at zero. `checkpoint`, when not empty, is a checkpoint of the same run to resume.
+    /// kept at zero unless `config_json` also has `"keep_zeros": false`, as the CLI's
+    /// `--no-masks` does. `checkpoint`, when not empty, is a checkpoint of the same run to resume.
     #[wasm_bindgen(constructor)]
     pub fn new(
         model: &[u8],
@@ -42,8 +66,7 @@ impl FineTuner {
         eval_fraction: f64,
         checkpoint: &[u8],
     ) -> Result<FineTuner, JsError> {
-        let config: TrainConfig = serde_json::from_str(config_json)
-            .map_err(|e| JsError::new(&format!("invalid training settings {config_json}: {e}")))?;
+        let (config, keep_zeros) = parse_settings(config_json)?;
         let gguf = Gguf::read(model).map_err(js_error)?;
         let tokenizer = Tokenizer::from_gguf(&gguf).map_err(js_error)?;
         let template = ChatTemplate::from_gguf(&gguf, &tokenizer).map_err(js_error)?;
@@ -68,7 +91,11 @@ impl FineTuner {
             "steps": config.steps,
         });
         let trainer = if checkpoint.is_empty() {
-            let masks = MaskSet::from_zeros(&dense).map_err(js_error)?;
+            let masks = if keep_zeros {
+                MaskSet::from_zeros(&dense).map_err(js_error)?
+            } else {
+                MaskSet::new()
+            };
             Trainer::new(dense, config, masks, train, eval)
         } else {
             Trainer::resume(dense, config, train, eval, checkpoint)

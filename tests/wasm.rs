@@ -243,3 +243,70 @@ fn fine_tuner_rejects_bad_input() {
     )
     .is_err());
 }
+
+#[wasm_bindgen_test]
+fn fine_tuner_keep_zeros_setting() {
+    use prunechat::eval::count_stored_zeros;
+    use prunechat::gguf::Gguf;
+    use prunechat::model::dense::DenseModel;
+    use prunechat::prune::{prune_model, Method, Pattern, PruneConfig};
+    use prunechat::wasm_train::FineTuner;
+
+    let mut dense = DenseModel::from_gguf(&tiny_llama(&TinySpec::default()).unwrap()).unwrap();
+    let config = PruneConfig {
+        method: Method::Magnitude,
+        pattern: Pattern::Unstructured { sparsity: 0.5 },
+        ..PruneConfig::default()
+    };
+    prune_model(
+        &mut dense,
+        &[(3..67).collect()],
+        &config,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let pruned = dense.to_gguf(GgmlDType::F32).unwrap().to_bytes().unwrap();
+    let zeros_in = |bytes: &[u8]| -> usize {
+        let gguf = Gguf::read(bytes).unwrap();
+        gguf.tensors
+            .iter()
+            .filter(|(name, _)| name.starts_with("blk."))
+            .map(|(_, tensor)| count_stored_zeros(tensor).unwrap().unwrap())
+            .sum()
+    };
+    let pruned_zeros = zeros_in(&pruned);
+    assert!(pruned_zeros > 0);
+
+    for (keep_zeros, settings) in [
+        (
+            true,
+            r#"{"steps": 2, "batch_size": 4, "seq_len": 64, "lr": 0.01, "warmup_steps": 0}"#,
+        ),
+        (
+            false,
+            r#"{"steps": 2, "batch_size": 4, "seq_len": 64, "lr": 0.01, "warmup_steps": 0, "keep_zeros": false}"#,
+        ),
+    ] {
+        let mut tuner =
+            FineTuner::new(&pruned, &chat_jsonl(), "chats.jsonl", settings, 0.0, &[]).unwrap();
+        while !tuner.is_done().unwrap() {
+            tuner.step().unwrap();
+        }
+        let zeros = zeros_in(&tuner.export("f32").unwrap());
+        if keep_zeros {
+            assert!(
+                zeros >= pruned_zeros,
+                "keep_zeros true: {zeros} zeros after, {pruned_zeros} before"
+            );
+        } else {
+            assert!(
+                zeros < pruned_zeros / 2,
+                "keep_zeros false: {zeros} zeros after, {pruned_zeros} before"
+            );
+        }
+    }
+
+    let invalid = r#"{"steps": 2, "keep_zeros": "yes"}"#;
+    assert!(FineTuner::new(&pruned, &chat_jsonl(), "chats.jsonl", invalid, 0.0, &[]).is_err());
+}

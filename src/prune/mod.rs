@@ -246,12 +246,14 @@ impl PruneConfig {
             (Method::SparseGpt, Scope::Block)
             | (Method::Magnitude | Method::Wanda, Scope::Row | Scope::Matrix) => {}
             (Method::Magnitude, Scope::Global) => {}
-            (Method::SparseGpt, scope) => return Err(Error::invalid_argument(
-                "scope",
-                format!(
+            (Method::SparseGpt, scope) => {
+                return Err(Error::invalid_argument(
+                    "scope",
+                    format!(
                     "SparseGPT chooses its mask per block of columns; {scope:?} is not available"
                 ),
-            )),
+                ))
+            }
             (method, scope) => {
                 return Err(Error::invalid_argument(
                     "scope",

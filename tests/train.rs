@@ -2,6 +2,8 @@
 //! gradual magnitude pruning, the structured exporter, and exact resume from a checkpoint.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor, Var};
 use prunechat::error::Error;
@@ -1191,4 +1193,102 @@ fn weaken_some_groups(model: &DenseModel, hidden: usize, head_dim: usize) {
         })
         .collect();
     set_values(var, v);
+}
+
+fn random_var(shape: (usize, usize), rng: &mut StdRng) -> Var {
+    let values: Vec<f32> = (0..shape.0 * shape.1)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    Var::from_tensor(&Tensor::from_vec(values, shape, &Device::Cpu).unwrap()).unwrap()
+}
+
+fn grad_of(store: &candle_core::backprop::GradStore, var: &Var) -> Vec<f32> {
+    store
+        .get(var.as_tensor())
+        .expect("a gradient")
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn frozen_matmul_matches_plain_matmul() {
+    use prunechat::model::frozen::frozen_matmul;
+    let mut rng = StdRng::seed_from_u64(70);
+    let x = random_var((6, 5), &mut rng);
+    let w = random_var((4, 5), &mut rng);
+    let x3 = x.as_tensor().reshape((2, 3, 5)).unwrap();
+
+    let frozen = frozen_matmul(&x3, w.as_tensor()).unwrap();
+    let plain = x3.broadcast_matmul(&w.as_tensor().t().unwrap()).unwrap();
+    assert_eq!(frozen.dims(), &[2, 3, 4]);
+    let (frozen_values, plain_values) = (
+        frozen.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        plain.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
+    assert!(common::max_abs_diff(&frozen_values, &plain_values) < 1e-6);
+
+    // Weigh the outputs so that the input gradient depends on every weight.
+    let weights = Tensor::arange(0f32, 24.0, &Device::Cpu)
+        .unwrap()
+        .reshape((2, 3, 4))
+        .unwrap();
+    let frozen_store = (frozen * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let plain_store = (plain * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(common::max_abs_diff(&grad_of(&frozen_store, &x), &grad_of(&plain_store, &x)) < 1e-5);
+    assert!(
+        frozen_store.get(w.as_tensor()).is_none(),
+        "the frozen weight got a gradient"
+    );
+    assert!(plain_store.get(w.as_tensor()).is_some());
+}
+
+#[test]
+fn masked_lora_product_matches_expression() {
+    use prunechat::model::frozen::masked_lora_product;
+    let mut rng = StdRng::seed_from_u64(71);
+    let b = random_var((6, 2), &mut rng);
+    let a = random_var((2, 5), &mut rng);
+    let mask_values: Vec<f32> = (0..30)
+        .map(|i| if i % 3 == 0 { 0.0 } else { 1.0 })
+        .collect();
+    let mask = Tensor::from_vec(mask_values, (6, 5), &Device::Cpu).unwrap();
+    let weights = Tensor::arange(0f32, 30.0, &Device::Cpu)
+        .unwrap()
+        .reshape((6, 5))
+        .unwrap();
+
+    let op = masked_lora_product(b.as_tensor(), a.as_tensor(), &mask, 1.5).unwrap();
+    let expression =
+        ((b.as_tensor().matmul(a.as_tensor()).unwrap() * 1.5).unwrap() * &mask).unwrap();
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(common::max_abs_diff(&values(&op), &values(&expression)) < 1e-6);
+    let zeros = values(&op).iter().step_by(3).filter(|&&v| v == 0.0).count();
+    assert_eq!(zeros, 10, "masked entries are exactly zero");
+
+    let op_store = (op * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let expression_store = (expression * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(common::max_abs_diff(&grad_of(&op_store, &b), &grad_of(&expression_store, &b)) < 1e-4);
+    assert!(common::max_abs_diff(&grad_of(&op_store, &a), &grad_of(&expression_store, &a)) < 1e-4);
 }

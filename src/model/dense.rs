@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, MetadataValue};
 use crate::model::config::{Config, LayerDims};
+use crate::model::frozen::frozen_matmul;
 use crate::model::lora::LoraAdapter;
 use crate::model::{causal_mask, rope_tables};
 
@@ -299,10 +300,13 @@ impl DenseModel {
             // would also make backpropagation form one weight gradient per sequence.
             let (b, seq, in_features) = t.dims3()?;
             let w = self.weight(layer.linear(kind));
-            let y = t
-                .reshape((b * seq, in_features))?
-                .matmul(&w.t()?)?
-                .reshape((b, seq, w.dim(0)?))?;
+            let y = if self.base_frozen {
+                frozen_matmul(t, &w)?
+            } else {
+                t.reshape((b * seq, in_features))?
+                    .matmul(&w.t()?)?
+                    .reshape((b, seq, w.dim(0)?))?
+            };
             match layer.adapters.get(&kind) {
                 Some(adapter) => Ok((y + adapter.forward(t)?)?),
                 None => Ok(y),
@@ -373,8 +377,16 @@ impl DenseModel {
     /// Final norm and output head: `(batch, seq, hidden)` to logits `(batch, seq, vocab)`.
     pub fn head(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
         let h = self.rms_norm(x, &self.output_norm, differentiable)?;
-        let w = self.output.as_ref().unwrap_or(&self.token_embd);
-        Ok(h.broadcast_matmul(&self.weight(w).t()?)?)
+        let w = self.weight(self.output.as_ref().unwrap_or(&self.token_embd));
+        if self.base_frozen {
+            return frozen_matmul(&h, &w);
+        }
+        // One 2-D matmul: a batched matmul against the broadcast weight would make
+        // backpropagation form one weight gradient per sequence.
+        let (b, seq, hidden) = h.dims3()?;
+        Ok(h.reshape((b * seq, hidden))?
+            .matmul(&w.t()?)?
+            .reshape((b, seq, w.dim(0)?))?)
     }
 
     /// Final RMSNorm: `(batch, seq, hidden)` to the output head's input, same shape.

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
 use crate::model::dense::{DenseModel, LinearKind};
+use crate::model::frozen::masked_lora_product;
 
 /// One adapter on one weight matrix.
 pub struct LoraAdapter {
@@ -30,8 +31,21 @@ impl LoraAdapter {
     /// `(batch, seq, out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.mask {
-            // A masked update cannot be factored, so it is formed in full: (out, in).
-            Some(mask) => Ok(x.broadcast_matmul(&self.delta_with(mask)?.t()?)?),
+            // A masked update cannot be factored, so it is formed in full: (out, in). One 2-D
+            // matmul, because a batched one against the broadcast update would form one update
+            // gradient per sequence.
+            Some(mask) => {
+                let delta =
+                    masked_lora_product(self.b.as_tensor(), self.a.as_tensor(), mask, self.scale)?;
+                let dims = x.dims();
+                let in_features = *dims.last().expect("an input has at least one dimension");
+                let mut out_dims = dims.to_vec();
+                *out_dims.last_mut().expect("checked above") = delta.dim(0)?;
+                let rows = x.elem_count() / in_features.max(1);
+                Ok(x.reshape((rows, in_features))?
+                    .matmul(&delta.t()?)?
+                    .reshape(out_dims)?)
+            }
             None => {
                 let down = x.broadcast_matmul(&self.a.as_tensor().t()?)?; // (batch, seq, rank)
                 Ok((down.broadcast_matmul(&self.b.as_tensor().t()?)? * self.scale)?)

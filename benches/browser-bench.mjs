@@ -29,10 +29,14 @@ import {
   CHROMIUM_ARGS,
   CHROMIUM_PATH,
   gitRevision,
+  installDriver,
+  loadModel,
   machineDescription,
+  MAX_CONTEXT,
   packageBuildDescription,
   replaceSection,
   ROOT,
+  runTurn,
   startServer,
   wasmTargetFeatures,
   withTimeout,
@@ -42,14 +46,11 @@ const BENCHMARKS_DOC = join(ROOT, 'docs', 'benchmarks.md');
 const SECTION_START = '<!-- browser-bench:start -->';
 const SECTION_END = '<!-- browser-bench:end -->';
 
-const MAX_CONTEXT = 2048;
 const DECODE_TOKENS = 128;
 // About 32 tokens once the chat template and SmolLM2's default system prompt
 // are added; the table shows the exact count.
 const SHORT_PROMPT = 'What is the capital of France?';
 const LONG_PROMPT_TOKENS = 512;
-// Greedy decoding with a fixed seed, so every run generates the same tokens.
-const GREEDY = { temperature: 0, top_k: 0, top_p: 1, repeat_penalty: 1, seed: 1 };
 // A prompt whose greedy reply is long, so that 128 tokens are decoded before
 // the model ends its reply (the table shows the count actually generated).
 const DECODE_PROMPT = 'Count from 1 to 200, separated by commas.';
@@ -92,63 +93,6 @@ function parseOptions() {
 
 // ---------------------------------------------------------------------------
 // Server
-
-// ---------------------------------------------------------------------------
-// Page-side driver, installed with page.evaluate (CDP, so the page CSP does
-// not apply to it).
-
-function installDriver() {
-  const worker = new Worker('/www/worker.js', { type: 'module' });
-  let pending = null;
-  let peakMemory = 0;
-  worker.onmessage = (event) => {
-    const message = event.data;
-    const memory = message.wasm_memory_bytes ?? message.stats?.wasm_memory_bytes ?? 0;
-    peakMemory = Math.max(peakMemory, memory);
-    if (pending === null) {
-      return;
-    }
-    pending.messages.push(message);
-    if (message.type === 'error') {
-      pending.reject(new Error(`worker error (${message.context}): ${message.message}`));
-      pending = null;
-    } else if (message.type === pending.until) {
-      pending.resolve(pending.messages);
-      pending = null;
-    }
-  };
-  worker.onerror = (event) => {
-    pending?.reject(new Error(`worker failed: ${event.message}`));
-    pending = null;
-  };
-  // Sends one command and resolves with every message up to the one of type `until`.
-  window.benchRequest = (message, until) =>
-    new Promise((resolve, reject) => {
-      pending = { until, messages: [], resolve, reject };
-      worker.postMessage(message);
-    });
-  window.benchPeakMemory = () => peakMemory;
-}
-
-async function request(page, message, until) {
-  return page.evaluate(([body, type]) => window.benchRequest(body, type), [message, until]);
-}
-
-async function loadModel(page, modelUrl) {
-  const messages = await request(page, { type: 'load', url: modelUrl, maxContext: MAX_CONTEXT }, 'loaded');
-  return messages.at(-1);
-}
-
-/** Runs one turn from an empty history; returns {turnStart, done}. */
-async function runTurn(page, text, maxNewTokens) {
-  await request(page, { type: 'reset' }, 'reset-done');
-  const sampling = { ...GREEDY, max_new_tokens: maxNewTokens };
-  const messages = await request(page, { type: 'send', text, system: '', sampling }, 'done');
-  return {
-    turnStart: messages.find((message) => message.type === 'turn-start'),
-    done: messages.at(-1),
-  };
-}
 
 /**
  * Builds a prompt of about `target` prompt tokens (chat template included) by

@@ -21,6 +21,70 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
+/** Context length the benchmarks load models with, in tokens. */
+export const MAX_CONTEXT = 2048;
+// Greedy decoding with a fixed seed, so every run generates the same tokens.
+export const GREEDY = { temperature: 0, top_k: 0, top_p: 1, repeat_penalty: 1, seed: 1 };
+
+// ---------------------------------------------------------------------------
+// Page-side driver, installed with page.evaluate (CDP, so the page CSP does
+// not apply to it).
+
+export function installDriver() {
+  const worker = new Worker('/www/worker.js', { type: 'module' });
+  let pending = null;
+  let peakMemory = 0;
+  worker.onmessage = (event) => {
+    const message = event.data;
+    const memory = message.wasm_memory_bytes ?? message.stats?.wasm_memory_bytes ?? 0;
+    peakMemory = Math.max(peakMemory, memory);
+    if (pending === null) {
+      return;
+    }
+    pending.messages.push(message);
+    if (message.type === 'error') {
+      pending.reject(new Error(`worker error (${message.context}): ${message.message}`));
+      pending = null;
+    } else if (message.type === pending.until) {
+      pending.resolve(pending.messages);
+      pending = null;
+    }
+  };
+  worker.onerror = (event) => {
+    pending?.reject(new Error(`worker failed: ${event.message}`));
+    pending = null;
+  };
+  // Sends one command and resolves with every message up to the one of type `until`.
+  window.benchRequest = (message, until) =>
+    new Promise((resolve, reject) => {
+      pending = { until, messages: [], resolve, reject };
+      worker.postMessage(message);
+    });
+  window.benchPeakMemory = () => peakMemory;
+}
+
+export async function request(page, message, until) {
+  return page.evaluate(([body, type]) => window.benchRequest(body, type), [message, until]);
+}
+
+export async function loadModel(page, modelUrl, maxContext = MAX_CONTEXT) {
+  const messages = await request(page, { type: 'load', url: modelUrl, maxContext }, 'loaded');
+  return messages.at(-1);
+}
+
+/** Runs one turn from an empty history; returns {turnStart, done}. */
+export async function runTurn(page, text, maxNewTokens) {
+  await request(page, { type: 'reset' }, 'reset-done');
+  const sampling = { ...GREEDY, max_new_tokens: maxNewTokens };
+  const messages = await request(page, { type: 'send', text, system: '', sampling }, 'done');
+  return {
+    turnStart: messages.find((message) => message.type === 'turn-start'),
+    done: messages.at(-1),
+  };
+}
+
+// ---------------------------------------------------------------------------
+
 /** Starts scripts/serve.py on a free port; resolves to {url, stop}. */
 export function startServer() {
   return new Promise((resolve, reject) => {

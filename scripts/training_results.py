@@ -12,13 +12,14 @@ Runs target/release/prunechat (build it first with `cargo build --release`):
    held-out loss before and after, and `prunechat eval` perplexity of the pruned and the
    recovered model on held-out chat and on English text (--text FILE, for example the Flask
    documentation prose that scripts/pruning-results.py extracts), as multiples of the dense
-   model's. With --recovery-only, only this section of the page is rewritten.
+   model's.
 
 Tokens/s counts input tokens without padding, per optimizer step, as the CLI's --log records
-them; the table gives the median over the steps after the first.
+them; the table gives the median over the steps after the first. `--only SECTION` runs one
+section and replaces it in the existing page.
 
 Usage: python3 scripts/training_results.py [--scratch-steps 1200] [--pruned pruned.gguf]
-       [--text flask.txt] [--recovery-steps 60] [--recovery-only]
+       [--text flask.txt] [--recovery-steps 60] [--only throughput|scratch|recovery]
 """
 
 import argparse
@@ -162,7 +163,7 @@ def recovery_lines(pruned, n_steps, recovered):
     runs, tables = recovered
     cpu, cores, load, commit = machine()
     lines += [
-        f"Measured by `python3 scripts/training_results.py --recovery-only --pruned {pruned} --recovery-steps {n_steps}`",
+        f"Measured by `python3 scripts/training_results.py --only recovery --pruned {pruned} --recovery-steps {n_steps}`",
         f"on {datetime.date.today().isoformat()}, commit {commit}; {cpu}, {cores} cores, load average {load:.1f}.",
         "",
         f"The pruned model is fine-tuned on the calibration split of the English chatterbot corpus for {n_steps} steps",
@@ -193,46 +194,15 @@ def recovery_lines(pruned, n_steps, recovered):
     return lines
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scratch-steps", type=int, default=1200, help="optimizer steps of the from-scratch run")
-    parser.add_argument("--pruned", type=Path, help="a pruned GGUF model for the recovery section")
-    parser.add_argument("--text", type=Path, help="a plain-text file for the recovery perplexity table")
-    parser.add_argument("--recovery-steps", type=int, default=60, help="optimizer steps of each recovery run")
-    parser.add_argument("--recovery-only", action="store_true",
-                        help="run only the recovery section and replace it in the existing page (needs --pruned)")
-    args = parser.parse_args()
-    if args.recovery_only:
-        if args.pruned is None:
-            sys.exit("--recovery-only needs --pruned PRUNED.gguf")
-        with tempfile.TemporaryDirectory(prefix="prunechat-results-") as tmp:
-            recovered = recovery(Path(tmp), args.pruned, args.text, args.recovery_steps)
-            section = recovery_lines(args.pruned, args.recovery_steps, recovered)
-        page = OUT.read_text()
-        start = page.index(RECOVERY_HEADING) if RECOVERY_HEADING in page else len(page)
-        OUT.write_text(page[:start].rstrip("\n") + "\n\n" + "\n".join(section) + "\n")
-        print(f"wrote {OUT}", file=sys.stderr)
-        return
-    for path in (BIN, MODEL, CORPUS):
-        if not path.exists():
-            sys.exit(f"{path} is missing: run `cargo build --release` and scripts/fetch-model.sh first")
+THROUGHPUT_HEADING = "## Throughput, native"
+SCRATCH_HEADING = "## From scratch: tiny preset on the English chatterbot corpus"
 
-    cpu, cores, load, commit = machine()
-    with tempfile.TemporaryDirectory(prefix="prunechat-results-") as tmp:
-        tmp = Path(tmp)
-        rows = throughput(tmp)
-        steps, evals, replies, setup, size = from_scratch(tmp, args.scratch_steps)
-        recovered = recovery(tmp, args.pruned, args.text, args.recovery_steps) if args.pruned else None
 
-    today = datetime.date.today().isoformat()
+def throughput_lines(rows, cpu, cores, load, commit):
     lines = [
-        "# Training results",
+        THROUGHPUT_HEADING,
         "",
-        f"Measured by `python3 scripts/training_results.py --scratch-steps {args.scratch_steps}` on {today}, commit {commit}.",
-        f"Machine: {cpu}, {cores} cores, load average {load:.1f} when the script started"
-        " (the machine is shared, so other processes compete for the cores).",
-        "",
-        "## Throughput, native",
+        f"Measured on {datetime.date.today().isoformat()}, commit {commit}; {cpu}, {cores} cores, load average {load:.1f}.",
         "",
         "Tokens/s counts input tokens without padding; median over the steps after the first. Sequences are",
         "at most 128 tokens and padded to the longest in each micro-batch; chatterbot conversations average",
@@ -254,9 +224,15 @@ def main():
         "Chromium: `node benches/browser-train-bench.mjs` measures the wasm `FineTuner` and records it in",
         "docs/benchmarks.md.",
         "",
-        "## From scratch: tiny preset on the English chatterbot corpus",
+    ]
+    return lines
+
+
+def scratch_lines(n_steps, steps, evals, replies, setup, size):
+    lines = [
+        SCRATCH_HEADING,
         "",
-        f"`prunechat train --preset tiny --steps {args.scratch_steps} --batch-size 16 --seq-len 128 --threads 1 --to q8_0`",
+        f"`prunechat train --preset tiny --steps {n_steps} --batch-size 16 --seq-len 128 --threads 1 --to q8_0`",
         "",
         "```",
         *setup,
@@ -283,8 +259,64 @@ def main():
     lines += ["", "Greedy replies (`prunechat chat MODEL --prompt ... --temperature 0 --max-new-tokens 40`):", ""]
     for prompt, reply in replies:
         lines.append(f"- **{prompt}** → {reply}")
-    lines += [""] + recovery_lines(args.pruned, args.recovery_steps, recovered)
-    OUT.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def replace_section(page, heading, section):
+    """Replace the section that starts at `heading` (up to the next `## ` heading) in `page`."""
+    if heading not in page:
+        return page.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
+    start = page.index(heading)
+    end = page.find("\n## ", start + len(heading))
+    rest = "" if end == -1 else page[end:]
+    return page[:start] + "\n".join(section).rstrip("\n") + "\n" + rest
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scratch-steps", type=int, default=1200, help="optimizer steps of the from-scratch run")
+    parser.add_argument("--pruned", type=Path, help="a pruned GGUF model for the recovery section")
+    parser.add_argument("--text", type=Path, help="a plain-text file for the recovery perplexity table")
+    parser.add_argument("--recovery-steps", type=int, default=60, help="optimizer steps of each recovery run")
+    parser.add_argument("--only", choices=["throughput", "scratch", "recovery"],
+                        help="run one section and replace it in the existing page (recovery needs --pruned)")
+    args = parser.parse_args()
+    for path in (BIN, MODEL, CORPUS):
+        if not path.exists():
+            sys.exit(f"{path} is missing: run `cargo build --release` and scripts/fetch-model.sh first")
+    if args.only == "recovery" and args.pruned is None:
+        sys.exit("--only recovery needs --pruned PRUNED.gguf")
+
+    cpu, cores, load, commit = machine()
+    sections = {}
+    with tempfile.TemporaryDirectory(prefix="prunechat-results-") as tmp:
+        tmp = Path(tmp)
+        if args.only in (None, "throughput"):
+            sections[THROUGHPUT_HEADING] = throughput_lines(throughput(tmp), cpu, cores, load, commit)
+        if args.only in (None, "scratch"):
+            sections[SCRATCH_HEADING] = scratch_lines(args.scratch_steps, *from_scratch(tmp, args.scratch_steps))
+        if args.only in (None, "recovery"):
+            recovered = recovery(tmp, args.pruned, args.text, args.recovery_steps) if args.pruned else None
+            sections[RECOVERY_HEADING] = recovery_lines(args.pruned, args.recovery_steps, recovered)
+
+    if args.only is not None:
+        page = OUT.read_text()
+        for heading, section in sections.items():
+            page = replace_section(page, heading, section)
+        OUT.write_text(page)
+    else:
+        lines = [
+            "# Training results",
+            "",
+            f"Written by `python3 scripts/training_results.py` on {datetime.date.today().isoformat()}, commit {commit}.",
+            f"Machine: {cpu}, {cores} cores, load average {load:.1f} when the script started"
+            " (the machine is shared, so other processes compete for the cores). `--only SECTION`",
+            "reruns one section, which then states its own date and commit.",
+            "",
+        ]
+        for section in sections.values():
+            lines += section + [""]
+        OUT.write_text("\n".join(lines).rstrip("\n") + "\n")
     print(f"wrote {OUT}", file=sys.stderr)
 
 

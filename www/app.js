@@ -447,8 +447,12 @@ function sendPrompt() {
     elements.prompt.focus();
     return;
   }
-  if (state.generating || state.loading !== null) {
+  if (state.generating) {
     showError('error.busy');
+    return;
+  }
+  if (state.loading !== null) {
+    showError('error.loading');
     return;
   }
   if (state.modelInfo === null || state.broken) {
@@ -487,8 +491,19 @@ function stopReply() {
   worker.postMessage({ type: 'stop' });
 }
 
+/** Shows dashes for the figures of the last reply, which a new chat no longer has. */
+function clearTurnStats() {
+  for (const element of [elements.stats.ttft, elements.stats.generated, elements.stats.prompt]) {
+    delete element.dataset.i18n;
+    element.textContent = '—';
+  }
+  formatRate(elements.stats.prefill, NaN);
+  formatRate(elements.stats.decode, NaN);
+}
+
 function newChat() {
   chat.clear();
+  clearTurnStats();
   hideErrorUnlessFatal();
   worker.postMessage({ type: 'reset' });
   elements.prompt.focus();

@@ -263,6 +263,9 @@ describe('chat page', { timeout: TEST_TIMEOUT_MS }, () => {
     await waitForWorkerMessage(page, 'reset-done', from, 10_000);
     assert.equal(await page.locator('[data-testid=messages] > li').count(), 0);
     assert.equal(await page.isVisible('[data-testid=empty-state]'), true);
+    for (const stat of ['stat-ttft', 'stat-prefill', 'stat-decode', 'stat-generated', 'stat-prompt']) {
+      assert.equal(await page.textContent(`[data-testid=${stat}]`), '—', `${stat} still shows the old chat`);
+    }
 
     const fresh = await ask(page, 'What is the capital of France?');
     assert.equal(fresh.turnStart.reused_tokens, 0, 'tokens were reused after New chat');
@@ -286,6 +289,8 @@ describe('chat page', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.equal(await page.locator('[data-testid=messages] > li').count(), 0);
     const sent = (await workerMessages(page)).slice(from);
     assert.deepEqual(sent, [], 'the worker received a turn for an empty prompt');
+    assert.equal(await page.evaluate(() => document.querySelector('[data-testid=top-p]').validity.valid), true,
+      'the default top-p is not a valid step of its input');
     await session.close();
   });
 

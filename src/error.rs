@@ -7,11 +7,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    /// The I/O error is part of the message and not a `source`, so that error chains (`{:#}`)
+    /// print it once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// The bytes are not a readable GGUF file (bad magic, truncated, inconsistent header).
@@ -64,8 +65,28 @@ pub enum Error {
         value: f32,
     },
 
-    #[error(transparent)]
+    #[error("{}", candle_message(.0))]
     Candle(#[from] candle_core::Error),
+}
+
+/// Returns a candle error's message without the backtrace that candle attaches when
+/// `RUST_BACKTRACE` is set, so that messages for users stay short.
+pub fn candle_message(error: &candle_core::Error) -> String {
+    match error {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        other => other.to_string(),
+    }
+}
+
+/// True when a candle error comes from reading past the end of its input.
+pub fn is_unexpected_eof(error: &candle_core::Error) -> bool {
+    match error {
+        candle_core::Error::WithBacktrace { inner, .. }
+        | candle_core::Error::Context { inner, .. }
+        | candle_core::Error::WithPath { inner, .. } => is_unexpected_eof(inner),
+        candle_core::Error::Io(io) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+        _ => false,
+    }
 }
 
 impl Error {
@@ -83,10 +104,10 @@ impl Error {
         }
     }
 
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

@@ -11,7 +11,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
-use crate::error::{Error, Result};
+use crate::error::{candle_message, is_unexpected_eof, Error, Result};
 
 /// A GGUF file held in memory: its metadata and all of its tensors.
 pub struct Gguf {
@@ -45,8 +45,16 @@ impl Gguf {
             )));
         }
         let mut reader = Cursor::new(bytes);
-        let content = gguf_file::Content::read(&mut reader)
-            .map_err(|e| Error::InvalidGguf(format!("{e} (is the file truncated?)")))?;
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| {
+            Error::InvalidGguf(if is_unexpected_eof(&e) {
+                format!(
+                    "the file ends inside its header, after {} bytes; it is truncated or was not fully downloaded, so download it again",
+                    bytes.len()
+                )
+            } else {
+                format!("invalid header: {}", candle_message(&e))
+            })
+        })?;
 
         let mut infos: Vec<(&String, &gguf_file::TensorInfo)> =
             content.tensor_infos.iter().collect();
@@ -56,7 +64,7 @@ impl Gguf {
             validate_tensor_info(name, info, bytes.len() as u64, content.tensor_data_offset)?;
             let tensor = info
                 .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
-                .map_err(|e| Error::tensor(name, format!("{e} (is the file truncated?)")))?;
+                .map_err(|e| Error::tensor(name, candle_message(&e)))?;
             tensors.push((name.clone(), tensor));
         }
         Ok(Self {

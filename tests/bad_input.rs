@@ -315,3 +315,53 @@ fn converted_q8_0_model_agrees_with_q4_1() {
     let diff = common::max_abs_diff(&a, &b);
     assert!(diff < 1.5, "Q8_0 logits differ from Q4_1 by {diff}");
 }
+
+#[test]
+fn header_errors_name_their_cause() {
+    let mut bytes = tiny_bytes();
+    bytes[4..8].copy_from_slice(&99u32.to_le_bytes());
+    let err = load_error(&bytes);
+    assert!(err.contains("invalid header"), "{err}");
+    assert!(err.contains("99"), "the message names the version: {err}");
+    assert!(
+        !err.contains("truncated"),
+        "a bad version is not a truncated file: {err}"
+    );
+
+    // Cut before the metadata, and inside it: both messages say the file is too short.
+    for cut in [24, 100] {
+        let err = load_error(&tiny_bytes()[..cut]);
+        assert!(
+            err.contains("ends inside its header") || err.contains("remaining"),
+            "cut at {cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn cli_errors_are_one_line_without_backtrace() {
+    let dir = std::env::temp_dir().join(format!("prunechat-bad-version-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("version99.gguf");
+    let mut bytes = tiny_bytes();
+    bytes[4..8].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_prunechat"))
+        .args(["info", path.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("invalid header"), "{stderr}");
+
+    let (_, _, stderr) = prunechat(&["info", "/nonexistent/model.gguf"]);
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "the I/O error repeats: {stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

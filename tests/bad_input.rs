@@ -365,3 +365,10 @@ fn cli_errors_are_one_line_without_backtrace() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn zero_context_length() {
+    let err = load_error(&with_metadata("llama.context_length", Some(MetadataValue::U32(0))));
+    assert!(err.contains("llama.context_length"), "{err}");
+    assert!(err.contains("0 tokens"), "{err}");
+}

@@ -73,6 +73,12 @@ impl Config {
                 message: "0".into(),
             });
         }
+        if context_length == 0 {
+            return Err(Error::InvalidKey {
+                key: format!("{arch}.context_length"),
+                message: "0 tokens; it must be the context length the model was trained with".into(),
+            });
+        }
 
         // head_dim is fixed across layers; after head pruning it no longer equals
         // hidden_size / head_count, so the explicit key wins.

@@ -368,7 +368,99 @@ fn cli_errors_are_one_line_without_backtrace() {
 
 #[test]
 fn zero_context_length() {
-    let err = load_error(&with_metadata("llama.context_length", Some(MetadataValue::U32(0))));
+    let err = load_error(&with_metadata(
+        "llama.context_length",
+        Some(MetadataValue::U32(0)),
+    ));
     assert!(err.contains("llama.context_length"), "{err}");
     assert!(err.contains("0 tokens"), "{err}");
+}
+
+#[test]
+fn interactive_chat_skips_invalid_utf8() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prunechat"))
+        .args([
+            "chat",
+            common::smollm2_q8_0().to_str().unwrap(),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "4",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\xff\xfe hello\nWhat is 2+2?\n/quit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("not valid UTF-8"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "the next line got no reply"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_reply_not_chat() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prunechat"))
+        .args([
+            "chat",
+            common::smollm2_q8_0().to_str().unwrap(),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "2000",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"Count from 1 to 1000, separated by commas.\n")
+        .unwrap();
+    stdin.flush().unwrap();
+
+    // Wait for the reply to stream, then interrupt it.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut streamed = Vec::new();
+    while streamed.len() < 20 {
+        let chunk = stdout.fill_buf().unwrap();
+        assert!(
+            !chunk.is_empty(),
+            "the reply ended before it could be interrupted"
+        );
+        streamed.extend_from_slice(chunk);
+        let n = chunk.len();
+        stdout.consume(n);
+    }
+    // SAFETY: sending a signal to a child process that this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+
+    stdin.write_all(b"/quit\n").unwrap();
+    drop(stdin);
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C ended the chat: {stderr}");
+    assert!(stderr.contains("(stopped)"), "{stderr}");
 }

@@ -1,5 +1,6 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -73,15 +74,22 @@ pub fn run(args: ChatArgs) -> Result<()> {
         return reply(&mut session, prompt, &args, &params);
     }
 
-    eprintln!("type a message and press Enter; /reset starts a new chat, /quit or Ctrl-D exits");
+    eprintln!("type a message and press Enter; Ctrl-C stops a reply; /reset starts a new chat, /quit or Ctrl-D exits");
+    install_interrupt_handler();
     let stdin = std::io::stdin();
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     loop {
         eprint!("> ");
-        line.clear();
-        if stdin.lock().read_line(&mut line)? == 0 {
+        bytes.clear();
+        if stdin.lock().read_until(b'\n', &mut bytes)? == 0 {
             return Ok(());
         }
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            eprintln!(
+                "error: the line is not valid UTF-8, so it was skipped; set the terminal to UTF-8"
+            );
+            continue;
+        };
         match line.trim() {
             "" => continue,
             "/quit" | "/exit" => return Ok(()),
@@ -95,6 +103,27 @@ pub fn run(args: ChatArgs) -> Result<()> {
                 }
             }
         }
+    }
+}
+
+/// Set while a reply is generated in the interactive chat.
+static GENERATING: AtomicBool = AtomicBool::new(false);
+/// Set by Ctrl-C during a reply; the reply stops at its next token.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Makes Ctrl-C stop the current reply, and end the program (exit code 130, as for SIGINT)
+/// when no reply is running.
+fn install_interrupt_handler() {
+    let installed = ctrlc::set_handler(|| {
+        if GENERATING.load(Ordering::SeqCst) {
+            STOP_REQUESTED.store(true, Ordering::SeqCst);
+        } else {
+            eprintln!();
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: Ctrl-C will end the program instead of stopping a reply: {e}");
     }
 }
 
@@ -117,17 +146,17 @@ fn reply(
 
     let mut stdout = std::io::stdout().lock();
     let t1 = Instant::now();
-    let (n_generated, reason) = loop {
-        let step = session.next_token()?;
-        stdout.write_all(step.text.as_bytes())?;
-        stdout.flush()?;
-        if step.done {
-            break (step.n_generated, step.reason.unwrap_or(StopReason::Stopped));
-        }
-    };
+    STOP_REQUESTED.store(false, Ordering::SeqCst);
+    GENERATING.store(true, Ordering::SeqCst);
+    let generated = generate(session, &mut stdout);
+    GENERATING.store(false, Ordering::SeqCst);
+    let (n_generated, reason) = generated?;
     writeln!(stdout)?;
     let decode_s = t1.elapsed().as_secs_f64();
 
+    if reason == StopReason::Stopped && STOP_REQUESTED.load(Ordering::SeqCst) {
+        eprintln!("(stopped)");
+    }
     if reason == StopReason::ContextFull {
         eprintln!(
             "(the reply stopped because the context of {} tokens is full)",
@@ -147,4 +176,23 @@ fn reply(
         );
     }
     Ok(())
+}
+
+/// Streams the reply to `out` until it ends or Ctrl-C requests a stop; returns the number of
+/// generated tokens and why the reply ended.
+fn generate(session: &mut ChatSession, out: &mut impl Write) -> Result<(usize, StopReason)> {
+    let mut n_generated = 0;
+    loop {
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            out.write_all(session.stop().as_bytes())?;
+            return Ok((n_generated, StopReason::Stopped));
+        }
+        let step = session.next_token()?;
+        n_generated = step.n_generated;
+        out.write_all(step.text.as_bytes())?;
+        out.flush()?;
+        if step.done {
+            return Ok((step.n_generated, step.reason.unwrap_or(StopReason::Stopped)));
+        }
+    }
 }

@@ -76,7 +76,8 @@ impl Config {
         if context_length == 0 {
             return Err(Error::InvalidKey {
                 key: format!("{arch}.context_length"),
-                message: "0 tokens; it must be the context length the model was trained with".into(),
+                message: "0 tokens; it must be the context length the model was trained with"
+                    .into(),
             });
         }
 

@@ -675,3 +675,22 @@ fn smollm2_ffn_removal_equals_zeroed() {
     let diff = common::max_abs_diff(&logits(&pruned, &input), &logits(&zeroed, &input));
     assert!(diff < 1e-3, "logits differ by {diff}");
 }
+
+#[test]
+fn greedy_latency_budget_is_met() {
+    // Wide FFNs dominate the decode time, so removing neurons clearly lowers it. The budget is
+    // 60% of the measured time, far above what one neuron per layer takes.
+    let spec = TinySpec { hidden_size: 128, layers: vec![(4, 2, 4096); 2], ..spec(vec![], true, 31) };
+    let mut model = dense(&spec);
+    let start = std::time::Instant::now();
+    let clock = move || start.elapsed().as_secs_f64() * 1e3;
+    let dense_ms = prunechat::prune::structured::measure_ms_per_token(&model, GgmlDType::F32, &clock).unwrap();
+    let target = 0.6 * dense_ms;
+    let config = structured_config(Structure::Ffn, Score::Magnitude, Ratio::Uniform, Target::MsPerToken(target));
+    let outcome = prune_structured(&mut model, &calibration(2, 8, 32), &config, Some(&clock), &mut |_| {}).unwrap();
+    let last = outcome.report.steps.last().unwrap();
+    let measured = last.ms_per_token.unwrap();
+    assert!(measured <= target, "last step measured {measured} ms, target {target} ms");
+    assert!(model.config.n_params() < outcome.report.original_params);
+    check_shapes(&model);
+}

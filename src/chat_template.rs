@@ -17,7 +17,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.to_string(), content: content.to_string() }
+        Self {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
     }
 }
 
@@ -41,7 +44,11 @@ impl ChatTemplate {
     /// Compiles `template` (or ChatML when it is `None`) and checks that it renders a
     /// one-message conversation.
     pub fn new(template: Option<String>, bos_token: String, eos_token: String) -> Result<Self> {
-        let source = if template.is_some() { TemplateSource::Gguf } else { TemplateSource::ChatmlFallback };
+        let source = if template.is_some() {
+            TemplateSource::Gguf
+        } else {
+            TemplateSource::ChatmlFallback
+        };
         let text = template.unwrap_or_else(|| CHATML.to_string());
 
         // Hugging Face renders chat templates with trim_blocks and lstrip_blocks on.
@@ -49,22 +56,38 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |message: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
-        });
-        env.add_template_owned("chat", text)
-            .map_err(|e| Error::Template(format!("tokenizer.chat_template does not compile: {e}")))?;
+        env.add_function(
+            "raise_exception",
+            |message: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+            },
+        );
+        env.add_template_owned("chat", text).map_err(|e| {
+            Error::Template(format!("tokenizer.chat_template does not compile: {e}"))
+        })?;
 
-        let template = Self { env, source, bos_token, eos_token };
+        let template = Self {
+            env,
+            source,
+            bos_token,
+            eos_token,
+        };
         template
             .render(&[Message::new("user", "Hello")], true)
-            .map_err(|e| Error::Template(format!("tokenizer.chat_template fails on a one-message chat: {e}")))?;
+            .map_err(|e| {
+                Error::Template(format!(
+                    "tokenizer.chat_template fails on a one-message chat: {e}"
+                ))
+            })?;
         Ok(template)
     }
 
     /// Builds the template of a GGUF file (`tokenizer.chat_template`, or ChatML when the file
     /// has none) with the tokenizer's BOS and EOS strings.
-    pub fn from_gguf(gguf: &crate::gguf::Gguf, tokenizer: &crate::tokenizer::Tokenizer) -> Result<Self> {
+    pub fn from_gguf(
+        gguf: &crate::gguf::Gguf,
+        tokenizer: &crate::tokenizer::Tokenizer,
+    ) -> Result<Self> {
         Self::new(
             gguf.get_string("tokenizer.chat_template")?,
             tokenizer.token_text(tokenizer.bos_token_id),
@@ -75,7 +98,10 @@ impl ChatTemplate {
     /// Renders the conversation; with `add_generation_prompt` the text ends where the
     /// assistant's reply begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let template = self.env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
+        let template = self
+            .env
+            .get_template("chat")
+            .map_err(|e| Error::Template(e.to_string()))?;
         template
             .render(minijinja::context! {
                 messages => messages,

@@ -25,10 +25,17 @@ pub const TARGETS: &[(&str, GgmlDType)] = &[
 
 pub fn parse_target(name: &str) -> Result<GgmlDType> {
     let lower = name.to_ascii_lowercase();
-    TARGETS.iter().find(|(n, _)| *n == lower).map(|(_, t)| *t).ok_or_else(|| {
-        let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
-        Error::invalid_argument("target type", format!("\"{name}\" is not one of: {}", names.join(", ")))
-    })
+    TARGETS
+        .iter()
+        .find(|(n, _)| *n == lower)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
+            Error::invalid_argument(
+                "target type",
+                format!("\"{name}\" is not one of: {}", names.join(", ")),
+            )
+        })
 }
 
 /// llama.cpp's `general.file_type` code for a file whose matrices are all of type `dtype`.
@@ -69,9 +76,16 @@ pub fn convert(
     mut progress: impl FnMut(usize, usize, &str),
 ) -> Result<(Gguf, Vec<TensorConversion>)> {
     if matches!(target, GgmlDType::Q8_1 | GgmlDType::Q8K) {
-        return Err(Error::invalid_argument("target type", format!("{} is not a storage type", dtype_name(target))));
+        return Err(Error::invalid_argument(
+            "target type",
+            format!("{} is not a storage type", dtype_name(target)),
+        ));
     }
-    let Gguf { mut metadata, tensors, file_bytes: _ } = gguf;
+    let Gguf {
+        mut metadata,
+        tensors,
+        file_bytes: _,
+    } = gguf;
     let total = tensors.len();
     let mut converted = Vec::with_capacity(total);
     let mut report = Vec::with_capacity(total);
@@ -88,13 +102,32 @@ pub fn convert(
             tensor
         } else {
             let values = tensor.dequantize(&Device::Cpu)?;
-            QTensor::quantize(&values, target_type).map_err(|e| Error::tensor(&name, format!("quantizing to {} failed: {e}", dtype_name(target_type))))?
+            QTensor::quantize(&values, target_type).map_err(|e| {
+                Error::tensor(
+                    &name,
+                    format!("quantizing to {} failed: {e}", dtype_name(target_type)),
+                )
+            })?
         };
-        report.push(TensorConversion { name: name.clone(), from, to: dtype_name(target_type) });
+        report.push(TensorConversion {
+            name: name.clone(),
+            from,
+            to: dtype_name(target_type),
+        });
         converted.push((name, out));
     }
     progress(total, total, "");
-    metadata.insert("general.file_type".into(), MetadataValue::U32(file_type_code(target)));
+    metadata.insert(
+        "general.file_type".into(),
+        MetadataValue::U32(file_type_code(target)),
+    );
     metadata.insert("general.quantization_version".into(), MetadataValue::U32(2));
-    Ok((Gguf { metadata, tensors: converted, file_bytes: 0 }, report))
+    Ok((
+        Gguf {
+            metadata,
+            tensors: converted,
+            file_bytes: 0,
+        },
+        report,
+    ))
 }

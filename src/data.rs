@@ -76,7 +76,10 @@ pub struct Corpus {
 /// A first line that is a JSON object with `messages` means JSONL chat. A top-level
 /// `conversations:` key means chatterbot-corpus YAML. Anything else is plain text.
 pub fn detect_format(path: &str, text: &str) -> CorpusFormat {
-    let extension = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let extension = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     if TEXT_EXTENSIONS.contains(&extension.as_str()) {
         return CorpusFormat::Text;
     }
@@ -86,9 +89,15 @@ pub fn detect_format(path: &str, text: &str) -> CorpusFormat {
     if YAML_EXTENSIONS.contains(&extension.as_str()) {
         return CorpusFormat::Chatterbot;
     }
-    let first_line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let first_line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     if first_line.starts_with('{') {
-        if let Ok(serde_json::Value::Object(object)) = serde_json::from_str::<serde_json::Value>(first_line) {
+        if let Ok(serde_json::Value::Object(object)) =
+            serde_json::from_str::<serde_json::Value>(first_line)
+        {
             if object.contains_key("messages") {
                 return CorpusFormat::ChatJsonl;
             }
@@ -114,8 +123,15 @@ pub fn load_corpus(path: impl AsRef<Path>) -> Result<Corpus> {
     for entry in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
         let entry = entry.map_err(|e| Error::io(path, e))?;
         let file = entry.path();
-        let extension = file.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-        let known = TEXT_EXTENSIONS.iter().chain(JSONL_EXTENSIONS).chain(YAML_EXTENSIONS).any(|e| *e == extension);
+        let extension = file
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let known = TEXT_EXTENSIONS
+            .iter()
+            .chain(JSONL_EXTENSIONS)
+            .chain(YAML_EXTENSIONS)
+            .any(|e| *e == extension);
         if known && file.is_file() {
             files.push(file);
         }
@@ -130,7 +146,10 @@ pub fn load_corpus(path: impl AsRef<Path>) -> Result<Corpus> {
             ),
         ));
     }
-    let mut corpus = Corpus { source: path.display().to_string(), documents: Vec::new() };
+    let mut corpus = Corpus {
+        source: path.display().to_string(),
+        documents: Vec::new(),
+    };
     for file in files {
         corpus.documents.extend(load_corpus_file(&file)?.documents);
     }
@@ -141,7 +160,14 @@ pub fn load_corpus(path: impl AsRef<Path>) -> Result<Corpus> {
 fn load_corpus_file(path: &Path) -> Result<Corpus> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        Error::invalid_argument("corpus", format!("{}: not UTF-8 text (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to()))
+        Error::invalid_argument(
+            "corpus",
+            format!(
+                "{}: not UTF-8 text (invalid byte at offset {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ),
+        )
     })?;
     let origin = path.display().to_string();
     parse_corpus(&text, detect_format(&origin, &text), &origin)
@@ -150,7 +176,10 @@ fn load_corpus_file(path: &Path) -> Result<Corpus> {
 /// Parses a corpus held in memory. `origin` names it in documents and error messages.
 pub fn parse_corpus(text: &str, format: CorpusFormat, origin: &str) -> Result<Corpus> {
     if text.trim().is_empty() {
-        return Err(Error::invalid_argument("corpus", format!("{origin} is empty")));
+        return Err(Error::invalid_argument(
+            "corpus",
+            format!("{origin} is empty"),
+        ));
     }
     let documents = match format {
         CorpusFormat::Text => parse_text(text, origin),
@@ -158,9 +187,15 @@ pub fn parse_corpus(text: &str, format: CorpusFormat, origin: &str) -> Result<Co
         CorpusFormat::Chatterbot => parse_chatterbot(text, origin)?,
     };
     if documents.is_empty() {
-        return Err(Error::invalid_argument("corpus", format!("{origin} contains no documents")));
+        return Err(Error::invalid_argument(
+            "corpus",
+            format!("{origin} contains no documents"),
+        ));
     }
-    Ok(Corpus { source: origin.to_string(), documents })
+    Ok(Corpus {
+        source: origin.to_string(),
+        documents,
+    })
 }
 
 fn parse_text(text: &str, origin: &str) -> Vec<Document> {
@@ -208,7 +243,10 @@ fn parse_jsonl(text: &str, origin: &str) -> Result<Vec<Document>> {
             )
         })?;
         if parsed.messages.is_empty() {
-            return Err(Error::invalid_argument("corpus", format!("{origin} line {line_number}: `messages` is empty")));
+            return Err(Error::invalid_argument(
+                "corpus",
+                format!("{origin} line {line_number}: `messages` is empty"),
+            ));
         }
         documents.push(Document {
             origin: format!("{origin} line {line_number}"),
@@ -221,12 +259,18 @@ fn parse_jsonl(text: &str, origin: &str) -> Result<Vec<Document>> {
 fn parse_chatterbot(text: &str, origin: &str) -> Result<Vec<Document>> {
     use serde_yaml_ng::Value;
 
-    let invalid = |message: String| Error::invalid_argument("corpus", format!("{origin}: {message}"));
-    let root: Value = serde_yaml_ng::from_str(text).map_err(|e| invalid(format!("invalid YAML: {e}")))?;
+    let invalid =
+        |message: String| Error::invalid_argument("corpus", format!("{origin}: {message}"));
+    let root: Value =
+        serde_yaml_ng::from_str(text).map_err(|e| invalid(format!("invalid YAML: {e}")))?;
     let conversations = match root.get("conversations") {
         Some(Value::Sequence(items)) => items,
         Some(_) => return Err(invalid("`conversations` is not a list".into())),
-        None => return Err(invalid("no top-level `conversations` key; expected chatterbot-corpus YAML".into())),
+        None => {
+            return Err(invalid(
+                "no top-level `conversations` key; expected chatterbot-corpus YAML".into(),
+            ))
+        }
     };
 
     let mut documents = Vec::with_capacity(conversations.len());
@@ -242,7 +286,10 @@ fn parse_chatterbot(text: &str, origin: &str) -> Result<Vec<Document>> {
                 &single
             }
             other => {
-                return Err(invalid(format!("conversation {n} is {}, expected a list of utterances", yaml_kind(other))))
+                return Err(invalid(format!(
+                    "conversation {n} is {}, expected a list of utterances",
+                    yaml_kind(other)
+                )))
             }
         };
         if utterances.is_empty() {
@@ -266,7 +313,10 @@ fn parse_chatterbot(text: &str, origin: &str) -> Result<Vec<Document>> {
             let role = if u % 2 == 0 { "user" } else { "assistant" };
             messages.push(Message::new(role, &content));
         }
-        documents.push(Document { origin: format!("{origin} conversation {n}"), content: DocumentContent::Chat(messages) });
+        documents.push(Document {
+            origin: format!("{origin} conversation {n}"),
+            content: DocumentContent::Chat(messages),
+        });
     }
     Ok(documents)
 }
@@ -293,7 +343,10 @@ fn yaml_kind(value: &serde_yaml_ng::Value) -> &'static str {
 /// the fraction, so the same file always splits the same way.
 pub fn split_corpus(corpus: &Corpus, eval_fraction: f64, seed: u64) -> Result<(Corpus, Corpus)> {
     if !(0.0..1.0).contains(&eval_fraction) {
-        return Err(Error::invalid_argument("eval fraction", format!("must be in [0, 1), got {eval_fraction}")));
+        return Err(Error::invalid_argument(
+            "eval fraction",
+            format!("must be in [0, 1), got {eval_fraction}"),
+        ));
     }
     let n = corpus.documents.len();
     let mut n_held_out = (n as f64 * eval_fraction).round() as usize;
@@ -301,23 +354,38 @@ pub fn split_corpus(corpus: &Corpus, eval_fraction: f64, seed: u64) -> Result<(C
         if n < 2 {
             return Err(Error::invalid_argument(
                 "corpus",
-                format!("{} has {n} document(s); a calibration / held-out split needs at least 2", corpus.source),
+                format!(
+                    "{} has {n} document(s); a calibration / held-out split needs at least 2",
+                    corpus.source
+                ),
             ));
         }
         n_held_out = n_held_out.clamp(1, n - 1);
     }
 
-    let mut order: Vec<(u64, usize)> = (0..n).map(|i| (splitmix64_output(seed, i as u64), i)).collect();
+    let mut order: Vec<(u64, usize)> = (0..n)
+        .map(|i| (splitmix64_output(seed, i as u64), i))
+        .collect();
     order.sort_unstable();
     let mut held_out = vec![false; n];
     for &(_, i) in &order[..n_held_out] {
         held_out[i] = true;
     }
 
-    let mut calibration = Corpus { source: format!("{} (calibration split)", corpus.source), documents: Vec::new() };
-    let mut evaluation = Corpus { source: format!("{} (held-out split)", corpus.source), documents: Vec::new() };
+    let mut calibration = Corpus {
+        source: format!("{} (calibration split)", corpus.source),
+        documents: Vec::new(),
+    };
+    let mut evaluation = Corpus {
+        source: format!("{} (held-out split)", corpus.source),
+        documents: Vec::new(),
+    };
     for (document, &is_held_out) in corpus.documents.iter().zip(&held_out) {
-        let target = if is_held_out { &mut evaluation } else { &mut calibration };
+        let target = if is_held_out {
+            &mut evaluation
+        } else {
+            &mut calibration
+        };
         target.documents.push(document.clone());
     }
     Ok((calibration, evaluation))
@@ -338,7 +406,10 @@ impl Split {
             "calibration" => Ok(Split::Calibration),
             "held-out" => Ok(Split::HeldOut),
             "all" => Ok(Split::All),
-            _ => Err(Error::invalid_argument("split", format!("\"{name}\" is not one of: calibration, held-out, all"))),
+            _ => Err(Error::invalid_argument(
+                "split",
+                format!("\"{name}\" is not one of: calibration, held-out, all"),
+            )),
         }
     }
 }
@@ -350,11 +421,18 @@ pub fn select_split(corpus: Corpus, split: Split, eval_fraction: f64, seed: u64)
         Split::All => return Ok(corpus),
         _ => split_corpus(&corpus, eval_fraction, seed)?,
     };
-    let part = if split == Split::Calibration { calibration } else { held_out };
+    let part = if split == Split::Calibration {
+        calibration
+    } else {
+        held_out
+    };
     if part.documents.is_empty() {
         return Err(Error::invalid_argument(
             "corpus",
-            format!("{} is empty; with eval fraction {eval_fraction} nothing is held out", part.source),
+            format!(
+                "{} is empty; with eval fraction {eval_fraction} nothing is held out",
+                part.source
+            ),
         ));
     }
     Ok(part)
@@ -399,8 +477,15 @@ impl TokenStream {
 /// - Text documents are encoded as plain text (control-token strings stay text) followed by a
 ///   blank line, `"\n\n"`, the paragraph separator they were split on.
 /// - When `tokenizer.ggml.add_bos_token` is true, each document starts with BOS.
-pub fn tokenize_corpus(corpus: &Corpus, tokenizer: &Tokenizer, template: &ChatTemplate) -> Result<TokenStream> {
-    let mut stream = TokenStream { source: corpus.source.clone(), ..TokenStream::default() };
+pub fn tokenize_corpus(
+    corpus: &Corpus,
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+) -> Result<TokenStream> {
+    let mut stream = TokenStream {
+        source: corpus.source.clone(),
+        ..TokenStream::default()
+    };
     let bos = tokenizer.bos_token_id.filter(|_| tokenizer.add_bos);
     for document in &corpus.documents {
         stream.document_starts.push(stream.tokens.len());
@@ -411,15 +496,21 @@ pub fn tokenize_corpus(corpus: &Corpus, tokenizer: &Tokenizer, template: &ChatTe
         match &document.content {
             DocumentContent::Text(text) => {
                 let ids = tokenizer.encode_plain(&format!("{text}\n\n"))?;
-                stream.assistant.extend(std::iter::repeat_n(false, ids.len()));
+                stream
+                    .assistant
+                    .extend(std::iter::repeat_n(false, ids.len()));
                 stream.tokens.extend(ids);
             }
             DocumentContent::Chat(messages) => {
-                let (text, spans) = render_with_assistant_spans(template, messages)
-                    .map_err(|e| Error::invalid_argument("corpus", format!("{}: {e}", document.origin)))?;
+                let (text, spans) =
+                    render_with_assistant_spans(template, messages).map_err(|e| {
+                        Error::invalid_argument("corpus", format!("{}: {e}", document.origin))
+                    })?;
                 let (ids, offsets) = tokenizer.encode_with_offsets(&text)?;
                 for (&(start, end), id) in offsets.iter().zip(ids) {
-                    let in_reply = spans.iter().any(|span| start < span.end && end > span.start);
+                    let in_reply = spans
+                        .iter()
+                        .any(|span| start < span.end && end > span.start);
                     stream.tokens.push(id);
                     stream.assistant.push(in_reply);
                 }
@@ -427,7 +518,10 @@ pub fn tokenize_corpus(corpus: &Corpus, tokenizer: &Tokenizer, template: &ChatTe
         }
     }
     if stream.tokens.is_empty() {
-        return Err(Error::invalid_argument("corpus", format!("{} produced no tokens", corpus.source)));
+        return Err(Error::invalid_argument(
+            "corpus",
+            format!("{} produced no tokens", corpus.source),
+        ));
     }
     Ok(stream)
 }
@@ -439,7 +533,10 @@ pub fn tokenize_corpus(corpus: &Corpus, tokenizer: &Tokenizer, template: &ChatTe
 /// covers the content and the end-of-turn marker. That needs a template whose render of a
 /// prefix is a prefix of the full render, as ChatML and SmolLM2's are. For other templates
 /// the range is the content found by text search, without the end-of-turn marker.
-pub fn render_with_assistant_spans(template: &ChatTemplate, messages: &[Message]) -> Result<(String, Vec<Range<usize>>)> {
+pub fn render_with_assistant_spans(
+    template: &ChatTemplate,
+    messages: &[Message],
+) -> Result<(String, Vec<Range<usize>>)> {
     let full = template.render(messages, false)?;
     let mut spans = Vec::new();
     let mut search_from = 0;
@@ -449,11 +546,15 @@ pub fn render_with_assistant_spans(template: &ChatTemplate, messages: &[Message]
         }
         // Some templates reject a prefix (for example one that ends on a user turn); those
         // take the text-search path below.
-        if let (Ok(prompt), Ok(through_reply)) =
-            (template.render(&messages[..i], true), template.render(&messages[..=i], false))
-        {
+        if let (Ok(prompt), Ok(through_reply)) = (
+            template.render(&messages[..i], true),
+            template.render(&messages[..=i], false),
+        ) {
             let end = through_reply.trim_end().len();
-            if full.starts_with(&through_reply) && through_reply.starts_with(&prompt) && prompt.len() <= end {
+            if full.starts_with(&through_reply)
+                && through_reply.starts_with(&prompt)
+                && prompt.len() <= end
+            {
                 spans.push(prompt.len()..end);
                 search_from = end;
                 continue;
@@ -488,7 +589,11 @@ pub struct Window {
 }
 
 fn window(stream: &TokenStream, range: Range<usize>) -> Window {
-    Window { start: range.start, tokens: stream.tokens[range.clone()].to_vec(), assistant: stream.assistant[range].to_vec() }
+    Window {
+        start: range.start,
+        tokens: stream.tokens[range.clone()].to_vec(),
+        assistant: stream.assistant[range].to_vec(),
+    }
 }
 
 /// Samples `n_samples` windows of `seq_len` tokens that never overlap, returned in stream
@@ -498,15 +603,29 @@ fn window(stream: &TokenStream, range: Range<usize>) -> Window {
 /// shift in `[0, len - slots * seq_len]`, and `n_samples` distinct slots are drawn. All
 /// draws come from `StdRng::seed_from_u64(seed)` (rand 0.9). Windows may cross document
 /// boundaries.
-pub fn calibration_windows(stream: &TokenStream, n_samples: usize, seq_len: usize, seed: u64) -> Result<Vec<Window>> {
+pub fn calibration_windows(
+    stream: &TokenStream,
+    n_samples: usize,
+    seq_len: usize,
+    seed: u64,
+) -> Result<Vec<Window>> {
     if n_samples == 0 {
-        return Err(Error::invalid_argument("n_samples", "must be at least 1, got 0"));
+        return Err(Error::invalid_argument(
+            "n_samples",
+            "must be at least 1, got 0",
+        ));
     }
     if seq_len == 0 {
-        return Err(Error::invalid_argument("seq_len", "must be at least 1, got 0"));
+        return Err(Error::invalid_argument(
+            "seq_len",
+            "must be at least 1, got 0",
+        ));
     }
     let needed = n_samples.checked_mul(seq_len).ok_or_else(|| {
-        Error::invalid_argument("n_samples", format!("{n_samples} × seq_len {seq_len} overflows"))
+        Error::invalid_argument(
+            "n_samples",
+            format!("{n_samples} × seq_len {seq_len} overflows"),
+        )
     })?;
     let len = stream.len();
     if len < needed {
@@ -547,12 +666,19 @@ pub fn calibration_windows(stream: &TokenStream, n_samples: usize, seq_len: usiz
 /// predict one.
 pub fn evaluation_windows(stream: &TokenStream, window_len: usize) -> Result<Vec<Window>> {
     if window_len < 2 {
-        return Err(Error::invalid_argument("window", format!("must be at least 2 tokens, got {window_len}")));
+        return Err(Error::invalid_argument(
+            "window",
+            format!("must be at least 2 tokens, got {window_len}"),
+        ));
     }
     if stream.len() < 2 {
         return Err(Error::invalid_argument(
             "evaluation data",
-            format!("{} has {} token(s); at least 2 are needed to predict one", stream.source, stream.len()),
+            format!(
+                "{} has {} token(s); at least 2 are needed to predict one",
+                stream.source,
+                stream.len()
+            ),
         ));
     }
     let mut windows = Vec::new();

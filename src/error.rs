@@ -58,7 +58,11 @@ pub enum Error {
         "the training {quantity} is {value} at step {step}; training stopped before applying that step's update. \
          Resume from the last checkpoint, for example with a lower learning rate"
     )]
-    NonFinite { step: usize, quantity: &'static str, value: f32 },
+    NonFinite {
+        step: usize,
+        quantity: &'static str,
+        value: f32,
+    },
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -66,14 +70,23 @@ pub enum Error {
 
 impl Error {
     pub fn invalid_argument(name: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidArgument { name: name.into(), message: message.into() }
+        Error::InvalidArgument {
+            name: name.into(),
+            message: message.into(),
+        }
     }
 
     pub fn tensor(name: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Tensor { name: name.into(), message: message.into() }
+        Error::Tensor {
+            name: name.into(),
+            message: message.into(),
+        }
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

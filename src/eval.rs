@@ -55,16 +55,30 @@ impl WindowPredictions {
 
 /// Runs `model` on every window and records its predictions. `progress(done, total)` is
 /// called after each window.
-pub fn predict(model: &Model, windows: &[Vec<u32>], progress: &mut dyn FnMut(usize, usize)) -> Result<WindowPredictions> {
+pub fn predict(
+    model: &Model,
+    windows: &[Vec<u32>],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<WindowPredictions> {
     if windows.is_empty() {
-        return Err(Error::invalid_argument("evaluation data", "no windows to evaluate"));
+        return Err(Error::invalid_argument(
+            "evaluation data",
+            "no windows to evaluate",
+        ));
     }
-    let mut predictions = WindowPredictions { top1: Vec::with_capacity(windows.len()), nll_sums: Vec::with_capacity(windows.len()) };
+    let mut predictions = WindowPredictions {
+        top1: Vec::with_capacity(windows.len()),
+        nll_sums: Vec::with_capacity(windows.len()),
+    };
     for (i, tokens) in windows.iter().enumerate() {
         if tokens.len() < 2 {
             return Err(Error::invalid_argument(
                 "evaluation data",
-                format!("window {} has {} token(s); at least 2 are needed", i + 1, tokens.len()),
+                format!(
+                    "window {} has {} token(s); at least 2 are needed",
+                    i + 1,
+                    tokens.len()
+                ),
             ));
         }
         let (nll_sum, top1) = window_scores(model, tokens)?;
@@ -84,9 +98,16 @@ pub fn perplexity(
 ) -> Result<PerplexityReport> {
     if let Some(reference) = reference {
         let same_shape = reference.top1.len() == windows.len()
-            && reference.top1.iter().zip(windows).all(|(p, w)| p.len() + 1 == w.len());
+            && reference
+                .top1
+                .iter()
+                .zip(windows)
+                .all(|(p, w)| p.len() + 1 == w.len());
         if !same_shape {
-            return Err(Error::invalid_argument("reference predictions", "they were made on other windows"));
+            return Err(Error::invalid_argument(
+                "reference predictions",
+                "they were made on other windows",
+            ));
         }
     }
     let predictions = predict(model, windows, progress)?;
@@ -116,12 +137,17 @@ pub fn perplexity(
 /// positions `0..len − 1`.
 fn window_scores(model: &Model, tokens: &[u32]) -> Result<(f64, Vec<u32>)> {
     let mut cache = KvCache::new(model.config(), tokens.len());
-    let logits = model.forward_all(tokens, &mut cache)?.to_dtype(DType::F32)?; // (seq, vocab)
+    let logits = model
+        .forward_all(tokens, &mut cache)?
+        .to_dtype(DType::F32)?; // (seq, vocab)
     let seq = tokens.len();
     let logits = logits.narrow(0, 0, seq - 1)?; // (seq - 1, vocab): position t predicts t + 1
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let targets = Tensor::new(&tokens[1..], &Device::Cpu)?.unsqueeze(1)?; // (seq - 1, 1)
-    let target_log_probs = log_probs.gather(&targets, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+    let target_log_probs = log_probs
+        .gather(&targets, 1)?
+        .squeeze(1)?
+        .to_vec1::<f32>()?;
     let nll_sum = target_log_probs.iter().map(|&lp| -(lp as f64)).sum();
     let top1 = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     Ok((nll_sum, top1))
@@ -168,13 +194,24 @@ pub struct SparsityReport {
 /// pruned weight at exactly zero; a dense quantized model also has weights that round to zero.
 pub fn sparsity(gguf: &Gguf) -> Result<SparsityReport> {
     let count = |name: &str| -> Result<(usize, usize)> {
-        let tensor = gguf.tensor(name).ok_or_else(|| Error::tensor(name, "missing from the file"))?;
-        let values = tensor.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?;
+        let tensor = gguf
+            .tensor(name)
+            .ok_or_else(|| Error::tensor(name, "missing from the file"))?;
+        let values = tensor
+            .dequantize(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?;
         let n_weights = values.elem_count();
-        let n_zeros = values.eq(0f32)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+        let n_zeros = values
+            .eq(0f32)?
+            .to_dtype(DType::U32)?
+            .sum_all()?
+            .to_scalar::<u32>()? as usize;
         Ok((n_weights, n_zeros))
     };
-    let entry = |layer: Option<usize>, name: Option<String>, (n_weights, n_zeros): (usize, usize)| SparsityEntry {
+    let entry = |layer: Option<usize>,
+                 name: Option<String>,
+                 (n_weights, n_zeros): (usize, usize)| SparsityEntry {
         layer,
         name,
         n_weights,
@@ -192,9 +229,17 @@ pub fn sparsity(gguf: &Gguf) -> Result<SparsityReport> {
         }
         layers.push(entry(Some(l), None, total));
     }
-    let mut embeddings = vec![entry(None, Some("token_embd.weight".into()), count("token_embd.weight")?)];
+    let mut embeddings = vec![entry(
+        None,
+        Some("token_embd.weight".into()),
+        count("token_embd.weight")?,
+    )];
     if gguf.tensor("output.weight").is_some() {
-        embeddings.push(entry(None, Some("output.weight".into()), count("output.weight")?));
+        embeddings.push(entry(
+            None,
+            Some("output.weight".into()),
+            count("output.weight")?,
+        ));
     }
 
     let mut n_params = 0;
@@ -222,5 +267,13 @@ pub fn keeps_zeros_exact(dtype: GgmlDType) -> bool {
     // Q8_0, Q4_0 and Q5_0 store d · q with an integer q that is 0 for a weight of 0. The _1
     // types add a per-block minimum, so a zero comes back as an offset. The k-quants are
     // left out because no test here checks them.
-    matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q5_0)
+    matches!(
+        dtype,
+        GgmlDType::F32
+            | GgmlDType::F16
+            | GgmlDType::BF16
+            | GgmlDType::Q8_0
+            | GgmlDType::Q4_0
+            | GgmlDType::Q5_0
+    )
 }

@@ -36,7 +36,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Returns `dir/.name.<pid>.tmp` for `dir/name`.
 pub fn temporary_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
@@ -49,7 +52,10 @@ pub fn check_output_path(input: &Path, output: &Path, force: bool) -> Result<()>
     if same && !force {
         return Err(Error::invalid_argument(
             "output path",
-            format!("{} is the input file; choose another path, or pass --force to overwrite it", output.display()),
+            format!(
+                "{} is the input file; choose another path, or pass --force to overwrite it",
+                output.display()
+            ),
         ));
     }
     Ok(())

@@ -48,7 +48,8 @@ impl Gguf {
         let content = gguf_file::Content::read(&mut reader)
             .map_err(|e| Error::InvalidGguf(format!("{e} (is the file truncated?)")))?;
 
-        let mut infos: Vec<(&String, &gguf_file::TensorInfo)> = content.tensor_infos.iter().collect();
+        let mut infos: Vec<(&String, &gguf_file::TensorInfo)> =
+            content.tensor_infos.iter().collect();
         infos.sort_by_key(|(name, info)| (info.offset, (*name).clone()));
         let mut tensors = Vec::with_capacity(infos.len());
         for (name, info) in infos {
@@ -58,7 +59,11 @@ impl Gguf {
                 .map_err(|e| Error::tensor(name, format!("{e} (is the file truncated?)")))?;
             tensors.push((name.clone(), tensor));
         }
-        Ok(Self { metadata: content.metadata, tensors, file_bytes: bytes.len() as u64 })
+        Ok(Self {
+            metadata: content.metadata,
+            tensors,
+            file_bytes: bytes.len() as u64,
+        })
     }
 
     pub fn tensor(&self, name: &str) -> Option<&QTensor> {
@@ -84,7 +89,10 @@ impl Gguf {
     }
 
     pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
-        self.metadata.get(key).map(|v| value_to_u64(key, v)).transpose()
+        self.metadata
+            .get(key)
+            .map(|v| value_to_u64(key, v))
+            .transpose()
     }
 
     pub fn get_f32(&self, key: &str) -> Result<Option<f32>> {
@@ -107,13 +115,18 @@ impl Gguf {
     /// Reads a key that is either one integer for every layer or an array with one integer
     /// per layer, the two forms llama.cpp accepts for head counts and FFN widths.
     pub fn get_per_layer(&self, key: &str, n_layers: usize) -> Result<Option<Vec<usize>>> {
-        let Some(value) = self.metadata.get(key) else { return Ok(None) };
+        let Some(value) = self.metadata.get(key) else {
+            return Ok(None);
+        };
         match value {
             Value::Array(items) => {
                 if items.len() != n_layers {
                     return Err(Error::InvalidKey {
                         key: key.to_string(),
-                        message: format!("array has {} entries, expected one per layer ({n_layers})", items.len()),
+                        message: format!(
+                            "array has {} entries, expected one per layer ({n_layers})",
+                            items.len()
+                        ),
                     });
                 }
                 let values = items
@@ -163,12 +176,18 @@ impl Gguf {
     /// Serialises the file to bytes: metadata sorted by key with `general.*` first, tensors
     /// in their current order, tensor data aligned to 32 bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut keys: Vec<&String> =
-            self.metadata.keys().filter(|k| k.as_str() != "general.alignment").collect();
+        let mut keys: Vec<&String> = self
+            .metadata
+            .keys()
+            .filter(|k| k.as_str() != "general.alignment")
+            .collect();
         keys.sort_by_key(|k| (!k.starts_with("general."), (*k).clone()));
-        let metadata: Vec<(&str, &Value)> =
-            keys.iter().map(|k| (k.as_str(), &self.metadata[*k])).collect();
-        let tensors: Vec<(&str, &QTensor)> = self.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let metadata: Vec<(&str, &Value)> = keys
+            .iter()
+            .map(|k| (k.as_str(), &self.metadata[*k]))
+            .collect();
+        let tensors: Vec<(&str, &QTensor)> =
+            self.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
 
         let mut out = Cursor::new(Vec::new());
         gguf_file::write(&mut out, &metadata, &tensors)?;
@@ -200,22 +219,36 @@ impl Gguf {
 }
 
 /// Checks what candle's reader does not: that the tensor's data lies inside the file.
-fn validate_tensor_info(name: &str, info: &gguf_file::TensorInfo, file_bytes: u64, data_offset: u64) -> Result<()> {
+fn validate_tensor_info(
+    name: &str,
+    info: &gguf_file::TensorInfo,
+    file_bytes: u64,
+    data_offset: u64,
+) -> Result<()> {
     let dims = info.shape.dims();
     let mut n_elements: u64 = 1;
     for &d in dims {
         n_elements = n_elements.checked_mul(d as u64).ok_or_else(|| {
-            Error::tensor(name, format!("shape {dims:?} overflows when its dimensions are multiplied"))
+            Error::tensor(
+                name,
+                format!("shape {dims:?} overflows when its dimensions are multiplied"),
+            )
         })?;
     }
     if n_elements == 0 {
-        return Err(Error::tensor(name, format!("shape {dims:?} has no elements")));
+        return Err(Error::tensor(
+            name,
+            format!("shape {dims:?} has no elements"),
+        ));
     }
     let block = info.ggml_dtype.block_size() as u64;
     if n_elements % block != 0 {
         return Err(Error::tensor(
             name,
-            format!("{n_elements} elements is not a multiple of the {:?} block size {block}", info.ggml_dtype),
+            format!(
+                "{n_elements} elements is not a multiple of the {:?} block size {block}",
+                info.ggml_dtype
+            ),
         ));
     }
     let n_bytes = n_elements / block * info.ggml_dtype.type_size() as u64;
@@ -263,7 +296,10 @@ fn describe(v: &Value) -> String {
 }
 
 fn wrong_type(key: &str, expected: &str, found: &Value) -> Error {
-    Error::InvalidKey { key: key.to_string(), message: format!("expected {expected}, found {}", describe(found)) }
+    Error::InvalidKey {
+        key: key.to_string(),
+        message: format!("expected {expected}, found {}", describe(found)),
+    }
 }
 
 fn value_to_i64(key: &str, v: &Value) -> Result<i64> {
@@ -285,7 +321,10 @@ fn value_to_i64(key: &str, v: &Value) -> Result<i64> {
 
 fn value_to_u64(key: &str, v: &Value) -> Result<u64> {
     let x = value_to_i64(key, v)?;
-    u64::try_from(x).map_err(|_| Error::InvalidKey { key: key.to_string(), message: format!("{x} is negative") })
+    u64::try_from(x).map_err(|_| Error::InvalidKey {
+        key: key.to_string(),
+        message: format!("{x} is negative"),
+    })
 }
 
 fn to_usize(key: &str, v: u64) -> Result<usize> {

@@ -26,32 +26,59 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.7, top_k: 40, top_p: 0.9, repeat_penalty: 1.0, repeat_last_n: 64, seed: 42, max_new_tokens: 256 }
+        Self {
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 0.9,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 42,
+            max_new_tokens: 256,
+        }
     }
 }
 
 impl SamplingParams {
     /// Greedy decoding with no penalty: the setting reference comparisons use.
     pub fn greedy(max_new_tokens: usize) -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, repeat_penalty: 1.0, max_new_tokens, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repeat_penalty: 1.0,
+            max_new_tokens,
+            ..Self::default()
+        }
     }
 
     /// Rejects values outside their ranges, naming the value and the rule.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(Error::invalid_argument("temperature", format!("must be a number >= 0, got {}", self.temperature)));
+            return Err(Error::invalid_argument(
+                "temperature",
+                format!("must be a number >= 0, got {}", self.temperature),
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::invalid_argument("top_p", format!("must be in (0, 1], got {}", self.top_p)));
+            return Err(Error::invalid_argument(
+                "top_p",
+                format!("must be in (0, 1], got {}", self.top_p),
+            ));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return Err(Error::invalid_argument(
                 "repeat_penalty",
-                format!("must be a number > 0 (1 turns it off), got {}", self.repeat_penalty),
+                format!(
+                    "must be a number > 0 (1 turns it off), got {}",
+                    self.repeat_penalty
+                ),
             ));
         }
         if self.max_new_tokens == 0 {
-            return Err(Error::invalid_argument("max_new_tokens", "must be at least 1, got 0"));
+            return Err(Error::invalid_argument(
+                "max_new_tokens",
+                "must be at least 1, got 0",
+            ));
         }
         Ok(())
     }
@@ -77,14 +104,25 @@ impl Sampler {
     /// already in the context, most recent last.
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> u32 {
         let mut logits = logits.to_vec();
-        apply_repeat_penalty(&mut logits, recent, self.params.repeat_penalty, self.params.repeat_last_n);
+        apply_repeat_penalty(
+            &mut logits,
+            recent,
+            self.params.repeat_penalty,
+            self.params.repeat_last_n,
+        );
         if self.params.temperature == 0.0 {
             return argmax(&logits);
         }
 
         // Candidates sorted by logit, highest first; ties keep the lower id first.
-        let mut order: Vec<u32> = (0..logits.len() as u32).filter(|&i| !logits[i as usize].is_nan()).collect();
-        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        let mut order: Vec<u32> = (0..logits.len() as u32)
+            .filter(|&i| !logits[i as usize].is_nan())
+            .collect();
+        let by_logit = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
         // With top-k, partition first so only k candidates are sorted, not the whole vocabulary.
         if self.params.top_k > 0 && self.params.top_k < order.len() {
             order.select_nth_unstable_by(self.params.top_k - 1, by_logit);
@@ -96,8 +134,10 @@ impl Sampler {
         }
 
         let max = logits[order[0] as usize];
-        let mut probs: Vec<f32> =
-            order.iter().map(|&i| ((logits[i as usize] - max) / self.params.temperature).exp()).collect();
+        let mut probs: Vec<f32> = order
+            .iter()
+            .map(|&i| ((logits[i as usize] - max) / self.params.temperature).exp())
+            .collect();
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
 
@@ -149,7 +189,11 @@ fn apply_repeat_penalty(logits: &mut [f32], recent: &[u32], penalty: f32, last_n
     for &id in &recent[start..] {
         if let Some(logit) = logits.get_mut(id as usize) {
             if seen.insert(id) {
-                *logit = if *logit > 0.0 { *logit / penalty } else { *logit * penalty };
+                *logit = if *logit > 0.0 {
+                    *logit / penalty
+                } else {
+                    *logit * penalty
+                };
             }
         }
     }
@@ -160,7 +204,13 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32, seed: u64) -> SamplingParams {
-        SamplingParams { temperature, top_k, top_p, seed, ..SamplingParams::default() }
+        SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            ..SamplingParams::default()
+        }
     }
 
     #[test]
@@ -189,12 +239,19 @@ mod tests {
         // Many equal logits: ties must go to the lower id, as a full sort would order them.
         let logits: Vec<f32> = (0..200).map(|i| ((i * 7) % 5) as f32).collect();
         let mut naive: Vec<u32> = (0..200).collect();
-        naive.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        naive.sort_by(|&a, &b| {
+            logits[b as usize]
+                .total_cmp(&logits[a as usize])
+                .then(a.cmp(&b))
+        });
         let allowed = &naive[..5];
         let mut sampler = Sampler::new(params(1.0, 5, 1.0, 13)).unwrap();
         for _ in 0..500 {
             let id = sampler.sample(&logits, &[]);
-            assert!(allowed.contains(&id), "token {id} is outside the top 5 {allowed:?}");
+            assert!(
+                allowed.contains(&id),
+                "token {id} is outside the top 5 {allowed:?}"
+            );
         }
     }
 
@@ -234,7 +291,10 @@ mod tests {
         }
         for (i, expected) in [0.1, 0.2, 0.7].iter().enumerate() {
             let freq = counts[i] as f64 / 20_000.0;
-            assert!((freq - expected).abs() < 0.015, "token {i}: frequency {freq}, expected {expected}");
+            assert!(
+                (freq - expected).abs() < 0.015,
+                "token {i}: frequency {freq}, expected {expected}"
+            );
         }
     }
 
@@ -255,12 +315,48 @@ mod tests {
     #[test]
     fn invalid_settings_are_rejected() {
         let cases = [
-            (SamplingParams { temperature: -1.0, ..SamplingParams::default() }, "temperature"),
-            (SamplingParams { temperature: f32::NAN, ..SamplingParams::default() }, "temperature"),
-            (SamplingParams { top_p: 0.0, ..SamplingParams::default() }, "top_p"),
-            (SamplingParams { top_p: 1.5, ..SamplingParams::default() }, "top_p"),
-            (SamplingParams { repeat_penalty: 0.0, ..SamplingParams::default() }, "repeat_penalty"),
-            (SamplingParams { max_new_tokens: 0, ..SamplingParams::default() }, "max_new_tokens"),
+            (
+                SamplingParams {
+                    temperature: -1.0,
+                    ..SamplingParams::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingParams {
+                    temperature: f32::NAN,
+                    ..SamplingParams::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingParams {
+                    top_p: 0.0,
+                    ..SamplingParams::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplingParams {
+                    top_p: 1.5,
+                    ..SamplingParams::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplingParams {
+                    repeat_penalty: 0.0,
+                    ..SamplingParams::default()
+                },
+                "repeat_penalty",
+            ),
+            (
+                SamplingParams {
+                    max_new_tokens: 0,
+                    ..SamplingParams::default()
+                },
+                "max_new_tokens",
+            ),
         ];
         for (params, name) in cases {
             let message = params.validate().unwrap_err().to_string();

@@ -98,7 +98,10 @@ impl ChatSession {
     /// `max_context` caps the KV cache; it is lowered to the model's `context_length`.
     pub fn from_gguf(gguf: Gguf, max_context: usize) -> Result<Self> {
         if max_context < 16 {
-            return Err(Error::invalid_argument("max_context", format!("must be at least 16 tokens, got {max_context}")));
+            return Err(Error::invalid_argument(
+                "max_context",
+                format!("must be at least 16 tokens, got {max_context}"),
+            ));
         }
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
@@ -114,7 +117,13 @@ impl ChatSession {
             )));
         }
         let max_context = max_context.min(model.max_positions());
-        let info = session_info(&config, file_bytes, tensor_types, max_context, template.source);
+        let info = session_info(
+            &config,
+            file_bytes,
+            tensor_types,
+            max_context,
+            template.source,
+        );
         Ok(Self {
             cache: KvCache::new(&config, max_context),
             model,
@@ -157,7 +166,8 @@ impl ChatSession {
     /// `start_turn` would show it to the model.
     pub fn render_prompt(&self, user: &str, system: Option<&str>) -> Result<String> {
         let system = system.filter(|s| !s.trim().is_empty());
-        self.template.render(&messages_with(system, &self.history, user), true)
+        self.template
+            .render(&messages_with(system, &self.history, user), true)
     }
 
     /// Appends a finished exchange to the history without running the model, for example to
@@ -177,8 +187,11 @@ impl ChatSession {
     /// (so a sentinel goes missing) is encoded whole, as llama.cpp does.
     pub fn encode_conversation(&self, messages: &[Message]) -> Result<Vec<u32>> {
         let sentinel = |i: usize| format!("\u{FDD0}{i}\u{FDD1}");
-        let masked: Vec<Message> =
-            messages.iter().enumerate().map(|(i, m)| Message::new(&m.role, &sentinel(i))).collect();
+        let masked: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message::new(&m.role, &sentinel(i)))
+            .collect();
         let rendered = self.template.render(&masked, true)?;
 
         let mut ids = Vec::new();
@@ -216,9 +229,17 @@ impl ChatSession {
     /// from what the KV cache already holds.
     ///
     /// `system`: `Some("")` or `None` keeps the template's default system prompt.
-    pub fn start_turn(&mut self, user: &str, system: Option<&str>, params: SamplingParams) -> Result<TurnStart> {
+    pub fn start_turn(
+        &mut self,
+        user: &str,
+        system: Option<&str>,
+        params: SamplingParams,
+    ) -> Result<TurnStart> {
         if user.trim().is_empty() {
-            return Err(Error::invalid_argument("prompt", "the message is empty; type a message first"));
+            return Err(Error::invalid_argument(
+                "prompt",
+                "the message is empty; type a message first",
+            ));
         }
         let sampler = Sampler::new(params)?;
         if self.turn.as_ref().is_some_and(|t| t.reason.is_none()) {
@@ -261,7 +282,12 @@ impl ChatSession {
         };
 
         // Reuse the longest cached prefix, but run at least one token to get fresh logits.
-        let mut common = self.cache_tokens.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
+        let mut common = self
+            .cache_tokens
+            .iter()
+            .zip(&tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
         if common == tokens.len() {
             common -= 1;
         }
@@ -284,17 +310,30 @@ impl ChatSession {
             stream: Utf8Stream::default(),
             reason: None,
         });
-        Ok(TurnStart { prompt_tokens: tokens.len(), prefill_tokens: tokens.len() - common, reused_tokens: common, dropped_turns })
+        Ok(TurnStart {
+            prompt_tokens: tokens.len(),
+            prefill_tokens: tokens.len() - common,
+            reused_tokens: common,
+            dropped_turns,
+        })
     }
 
     /// Samples one token, runs it through the model, and returns its text.
     pub fn next_token(&mut self) -> Result<TokenStep> {
-        let turn = self
-            .turn
-            .as_mut()
-            .ok_or_else(|| Error::invalid_argument("turn", "no turn in progress; start one with a message first"))?;
+        let turn = self.turn.as_mut().ok_or_else(|| {
+            Error::invalid_argument(
+                "turn",
+                "no turn in progress; start one with a message first",
+            )
+        })?;
         if turn.reason.is_some() {
-            return Ok(TokenStep { text: String::new(), done: true, reason: turn.reason, token_id: None, n_generated: turn.reply_tokens.len() });
+            return Ok(TokenStep {
+                text: String::new(),
+                done: true,
+                reason: turn.reason,
+                token_id: None,
+                n_generated: turn.reply_tokens.len(),
+            });
         }
 
         let id = turn.sampler.sample(&turn.logits, &self.cache_tokens);
@@ -304,8 +343,11 @@ impl ChatSession {
             return Ok(self.step(text, Some(id)));
         }
         turn.reply_tokens.push(id);
-        let mut text =
-            if self.tokenizer.is_control(id) { String::new() } else { turn.stream.push(self.tokenizer.token_bytes(id)) };
+        let mut text = if self.tokenizer.is_control(id) {
+            String::new()
+        } else {
+            turn.stream.push(self.tokenizer.token_bytes(id))
+        };
 
         if turn.reply_tokens.len() >= turn.sampler.params().max_new_tokens {
             text.push_str(&turn.stream.finish());
@@ -316,7 +358,10 @@ impl ChatSession {
         } else {
             let logits = self.model.forward_last(&[id], &mut self.cache)?;
             self.cache_tokens.push(id);
-            let turn = self.turn.as_mut().expect("the turn checked above is still set");
+            let turn = self
+                .turn
+                .as_mut()
+                .expect("the turn checked above is still set");
             turn.logits = logits.to_vec1::<f32>()?;
         }
         Ok(self.step(text, Some(id)))
@@ -344,13 +389,23 @@ impl ChatSession {
     }
 
     /// Runs a whole turn, passing each piece of text to `on_text`, and returns the reply.
-    pub fn reply(&mut self, user: &str, system: Option<&str>, params: SamplingParams, mut on_text: impl FnMut(&str)) -> Result<(String, StopReason)> {
+    pub fn reply(
+        &mut self,
+        user: &str,
+        system: Option<&str>,
+        params: SamplingParams,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<(String, StopReason)> {
         self.start_turn(user, system, params)?;
         loop {
             let step = self.next_token()?;
             on_text(&step.text);
             if step.done {
-                let reply = self.history.last().map(|m| m.content.clone()).unwrap_or_default();
+                let reply = self
+                    .history
+                    .last()
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
                 return Ok((reply, step.reason.unwrap_or(StopReason::Stopped)));
             }
         }
@@ -358,7 +413,10 @@ impl ChatSession {
 
     /// Token ids generated so far in the current (or last) turn.
     pub fn reply_tokens(&self) -> &[u32] {
-        self.turn.as_ref().map(|t| t.reply_tokens.as_slice()).unwrap_or(&[])
+        self.turn
+            .as_ref()
+            .map(|t| t.reply_tokens.as_slice())
+            .unwrap_or(&[])
     }
 
     fn finish(&mut self, reason: StopReason) {

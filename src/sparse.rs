@@ -39,7 +39,9 @@ impl ValueType {
         match code {
             0 => Ok(ValueType::F32),
             1 => Ok(ValueType::F16),
-            other => Err(invalid(format!("value type code {other} is neither 0 (F32) nor 1 (F16)"))),
+            other => Err(invalid(format!(
+                "value type code {other} is neither 0 (F32) nor 1 (F16)"
+            ))),
         }
     }
 
@@ -61,7 +63,10 @@ impl ValueType {
         match name.to_ascii_lowercase().as_str() {
             "f32" => Ok(ValueType::F32),
             "f16" => Ok(ValueType::F16),
-            _ => Err(Error::invalid_argument("value type", format!("\"{name}\" is neither f32 nor f16"))),
+            _ => Err(Error::invalid_argument(
+                "value type",
+                format!("\"{name}\" is neither f32 nor f16"),
+            )),
         }
     }
 }
@@ -71,7 +76,11 @@ fn invalid(message: String) -> Error {
 }
 
 /// Serializes `model` with the tensors named in `masks` stored sparsely.
-pub fn to_bytes(model: &DenseModel, masks: &[TensorMask], value_type: ValueType) -> Result<Vec<u8>> {
+pub fn to_bytes(
+    model: &DenseModel,
+    masks: &[TensorMask],
+    value_type: ValueType,
+) -> Result<Vec<u8>> {
     let mut gguf = model.to_gguf(value_type.ggml())?;
     let vars = model.vars();
 
@@ -81,12 +90,25 @@ pub fn to_bytes(model: &DenseModel, masks: &[TensorMask], value_type: ValueType)
         let name = &tensor_mask.name;
         let mask = &tensor_mask.mask;
         if gguf.take_tensor(name).is_none() {
-            return Err(Error::tensor(name, "has a mask but is not a matrix of the model"));
+            return Err(Error::tensor(
+                name,
+                "has a mask but is not a matrix of the model",
+            ));
         }
-        let var = &vars.iter().find(|(n, _)| n == name).expect("to_gguf wrote exactly the tensors of vars()").1;
+        let var = &vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("to_gguf wrote exactly the tensors of vars()")
+            .1;
         let (rows, cols) = var.as_tensor().dims2()?;
         if (rows, cols) != (mask.rows, mask.cols) {
-            return Err(Error::tensor(name, format!("mask is {} × {}, the matrix {rows} × {cols}", mask.rows, mask.cols)));
+            return Err(Error::tensor(
+                name,
+                format!(
+                    "mask is {} × {}, the matrix {rows} × {cols}",
+                    mask.rows, mask.cols
+                ),
+            ));
         }
         let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
 
@@ -112,7 +134,10 @@ pub fn to_bytes(model: &DenseModel, masks: &[TensorMask], value_type: ValueType)
         }
     }
 
-    gguf.metadata.insert("general.file_type".into(), MetadataValue::U32(crate::convert::file_type_code(value_type.ggml())));
+    gguf.metadata.insert(
+        "general.file_type".into(),
+        MetadataValue::U32(crate::convert::file_type_code(value_type.ggml())),
+    );
     let embedded = gguf.to_bytes()?;
     let mut out = Vec::with_capacity(24 + embedded.len() + sparse.len());
     out.extend_from_slice(MAGIC);
@@ -132,25 +157,32 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.position.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or_else(|| {
-            invalid(format!(
+        let end = self
+            .position
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| {
+                invalid(format!(
                 "{what} needs {n} bytes at offset {}, but the file ends at {} (is it truncated?)",
                 self.position,
                 self.bytes.len()
             ))
-        })?;
+            })?;
         let slice = &self.bytes[self.position..end];
         self.position = end;
         Ok(slice)
     }
 
     fn u32(&mut self, what: &str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self, what: &str) -> Result<usize> {
         let v = u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes"));
-        usize::try_from(v).map_err(|_| invalid(format!("{what} {v} does not fit in this platform's usize")))
+        usize::try_from(v)
+            .map_err(|_| invalid(format!("{what} {v} does not fit in this platform's usize")))
     }
 }
 
@@ -163,11 +195,15 @@ pub fn is_sparse(bytes: &[u8]) -> bool {
 pub fn read(bytes: &[u8]) -> Result<Gguf> {
     let mut reader = Reader { bytes, position: 0 };
     if reader.take(8, "magic")? != MAGIC {
-        return Err(invalid("it does not start with the magic bytes \"PCSPARSE\"".into()));
+        return Err(invalid(
+            "it does not start with the magic bytes \"PCSPARSE\"".into(),
+        ));
     }
     let version = reader.u32("version")?;
     if version != VERSION {
-        return Err(invalid(format!("version {version}; this build reads version {VERSION}")));
+        return Err(invalid(format!(
+            "version {version}; this build reads version {VERSION}"
+        )));
     }
     let value_type = ValueType::from_code(reader.u32("value type")?)?;
     let embedded_len = reader.u64("embedded GGUF length")?;
@@ -185,33 +221,53 @@ pub fn read(bytes: &[u8]) -> Result<Gguf> {
         let rows = reader.u64("rows")?;
         let cols = reader.u64("columns")?;
         let n_kept = reader.u64("kept count")?;
-        let n = rows.checked_mul(cols).filter(|&n| n > 0).ok_or_else(|| invalid(format!("`{name}` has shape {rows} × {cols}")))?;
+        let n = rows
+            .checked_mul(cols)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| invalid(format!("`{name}` has shape {rows} × {cols}")))?;
         let bits = reader.take(n.div_ceil(8), "mask")?;
         let ones: usize = bits.iter().map(|b| b.count_ones() as usize).sum();
         if n % 8 != 0 && bits[bits.len() - 1] >> (n % 8) != 0 {
-            return Err(invalid(format!("`{name}`: mask bits past the last weight are set")));
+            return Err(invalid(format!(
+                "`{name}`: mask bits past the last weight are set"
+            )));
         }
         if ones != n_kept {
-            return Err(invalid(format!("`{name}`: the mask keeps {ones} weights, the header says {n_kept}")));
+            return Err(invalid(format!(
+                "`{name}`: the mask keeps {ones} weights, the header says {n_kept}"
+            )));
         }
-        let packed = reader.take(n_kept.checked_mul(value_type.bytes()).ok_or_else(|| invalid(format!("`{name}`: kept count overflows")))?, "values")?;
+        let packed = reader.take(
+            n_kept
+                .checked_mul(value_type.bytes())
+                .ok_or_else(|| invalid(format!("`{name}`: kept count overflows")))?,
+            "values",
+        )?;
 
         let mut values = vec![0f32; n];
         let mut next = packed.chunks_exact(value_type.bytes());
         for (k, v) in values.iter_mut().enumerate() {
             if bits[k / 8] >> (k % 8) & 1 == 1 {
-                let chunk = next.next().expect("the mask's popcount equals the number of packed values");
+                let chunk = next
+                    .next()
+                    .expect("the mask's popcount equals the number of packed values");
                 *v = match value_type {
                     ValueType::F32 => f32::from_le_bytes(chunk.try_into().expect("4 bytes")),
-                    ValueType::F16 => f16::from_le_bytes(chunk.try_into().expect("2 bytes")).to_f32(),
+                    ValueType::F16 => {
+                        f16::from_le_bytes(chunk.try_into().expect("2 bytes")).to_f32()
+                    }
                 };
             }
         }
         let tensor = Tensor::from_vec(values, (rows, cols), &Device::Cpu)?;
-        gguf.tensors.push((name, QTensor::quantize(&tensor, value_type.ggml())?));
+        gguf.tensors
+            .push((name, QTensor::quantize(&tensor, value_type.ggml())?));
     }
     if reader.position != bytes.len() {
-        return Err(invalid(format!("{} bytes follow the last tensor", bytes.len() - reader.position)));
+        return Err(invalid(format!(
+            "{} bytes follow the last tensor",
+            bytes.len() - reader.position
+        )));
     }
     gguf.file_bytes = bytes.len() as u64;
     Ok(gguf)
@@ -220,7 +276,12 @@ pub fn read(bytes: &[u8]) -> Result<Gguf> {
 /// Writes `model` as a `.psparse` file (through a temporary file that is renamed into place)
 /// and returns its size in bytes.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn write(path: impl AsRef<std::path::Path>, model: &DenseModel, masks: &[TensorMask], value_type: ValueType) -> Result<u64> {
+pub fn write(
+    path: impl AsRef<std::path::Path>,
+    model: &DenseModel,
+    masks: &[TensorMask],
+    value_type: ValueType,
+) -> Result<u64> {
     let bytes = to_bytes(model, masks, value_type)?;
     crate::fsutil::write_atomically(path.as_ref(), &bytes)?;
     Ok(bytes.len() as u64)
@@ -231,10 +292,16 @@ pub fn write(path: impl AsRef<std::path::Path>, model: &DenseModel, masks: &[Ten
 pub fn open_model(path: impl AsRef<std::path::Path>) -> Result<Gguf> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let parsed = if is_sparse(&bytes) { read(&bytes) } else { Gguf::read(&bytes) };
+    let parsed = if is_sparse(&bytes) {
+        read(&bytes)
+    } else {
+        Gguf::read(&bytes)
+    };
     parsed.map_err(|e| match e {
         Error::InvalidGguf(message) => Error::InvalidGguf(format!("{}: {message}", path.display())),
-        Error::InvalidSparse(message) => Error::InvalidSparse(format!("{}: {message}", path.display())),
+        Error::InvalidSparse(message) => {
+            Error::InvalidSparse(format!("{}: {message}", path.display()))
+        }
         other => other,
     })
 }

@@ -56,35 +56,75 @@ pub fn tiny_llama(spec: &TinySpec) -> Result<Gguf> {
     set_string(&mut metadata, "general.architecture", "llama");
     set_string(&mut metadata, "general.name", "tiny random llama");
     set_u32(&mut metadata, "llama.block_count", spec.layers.len() as u32);
-    set_u32(&mut metadata, "llama.context_length", spec.context_length as u32);
+    set_u32(
+        &mut metadata,
+        "llama.context_length",
+        spec.context_length as u32,
+    );
     set_u32(&mut metadata, "llama.embedding_length", h as u32);
-    set_u32(&mut metadata, "llama.attention.key_length", spec.head_dim as u32);
-    set_u32(&mut metadata, "llama.attention.value_length", spec.head_dim as u32);
-    set_u32(&mut metadata, "llama.rope.dimension_count", spec.head_dim as u32);
+    set_u32(
+        &mut metadata,
+        "llama.attention.key_length",
+        spec.head_dim as u32,
+    );
+    set_u32(
+        &mut metadata,
+        "llama.attention.value_length",
+        spec.head_dim as u32,
+    );
+    set_u32(
+        &mut metadata,
+        "llama.rope.dimension_count",
+        spec.head_dim as u32,
+    );
     set_f32(&mut metadata, "llama.rope.freq_base", 10_000.0);
-    set_f32(&mut metadata, "llama.attention.layer_norm_rms_epsilon", 1e-5);
+    set_f32(
+        &mut metadata,
+        "llama.attention.layer_norm_rms_epsilon",
+        1e-5,
+    );
     set_u32(&mut metadata, "llama.vocab_size", vocab_size as u32);
     let per_layer = |f: fn(&(usize, usize, usize)) -> usize| {
-        MetadataValue::Array(spec.layers.iter().map(|l| MetadataValue::U32(f(l) as u32)).collect())
+        MetadataValue::Array(
+            spec.layers
+                .iter()
+                .map(|l| MetadataValue::U32(f(l) as u32))
+                .collect(),
+        )
     };
     metadata.insert("llama.attention.head_count".into(), per_layer(|l| l.0));
     metadata.insert("llama.attention.head_count_kv".into(), per_layer(|l| l.1));
     metadata.insert("llama.feed_forward_length".into(), per_layer(|l| l.2));
     set_string(&mut metadata, "tokenizer.ggml.model", "gpt2");
     set_string(&mut metadata, "tokenizer.ggml.pre", "gpt2");
-    metadata.insert("tokenizer.ggml.tokens".into(), MetadataValue::Array(tokens.into_iter().map(MetadataValue::String).collect()));
-    metadata.insert("tokenizer.ggml.token_type".into(), MetadataValue::Array(token_types.into_iter().map(MetadataValue::I32).collect()));
-    metadata.insert("tokenizer.ggml.merges".into(), MetadataValue::Array(merges.into_iter().map(MetadataValue::String).collect()));
+    metadata.insert(
+        "tokenizer.ggml.tokens".into(),
+        MetadataValue::Array(tokens.into_iter().map(MetadataValue::String).collect()),
+    );
+    metadata.insert(
+        "tokenizer.ggml.token_type".into(),
+        MetadataValue::Array(token_types.into_iter().map(MetadataValue::I32).collect()),
+    );
+    metadata.insert(
+        "tokenizer.ggml.merges".into(),
+        MetadataValue::Array(merges.into_iter().map(MetadataValue::String).collect()),
+    );
     set_u32(&mut metadata, "tokenizer.ggml.bos_token_id", 1);
     set_u32(&mut metadata, "tokenizer.ggml.eos_token_id", 2);
-    metadata.insert("tokenizer.ggml.add_bos_token".into(), MetadataValue::Bool(false));
+    metadata.insert(
+        "tokenizer.ggml.add_bos_token".into(),
+        MetadataValue::Bool(false),
+    );
 
     let mut tensors = Vec::new();
-    let matrix = |name: String, rows: usize, cols: usize, rng: &mut StdRng| -> Result<(String, QTensor)> {
-        let values: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-spec.weight_scale..spec.weight_scale)).collect();
-        let t = Tensor::from_vec(values, (rows, cols), &Device::Cpu)?;
-        Ok((name, QTensor::quantize(&t, spec.dtype)?))
-    };
+    let matrix =
+        |name: String, rows: usize, cols: usize, rng: &mut StdRng| -> Result<(String, QTensor)> {
+            let values: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.random_range(-spec.weight_scale..spec.weight_scale))
+                .collect();
+            let t = Tensor::from_vec(values, (rows, cols), &Device::Cpu)?;
+            Ok((name, QTensor::quantize(&t, spec.dtype)?))
+        };
     tensors.push(matrix("token_embd.weight".into(), vocab_size, h, &mut rng)?);
     if !spec.tied_embeddings {
         tensors.push(matrix("output.weight".into(), vocab_size, h, &mut rng)?);
@@ -95,23 +135,51 @@ pub fn tiny_llama(spec: &TinySpec) -> Result<Gguf> {
         tensors.push(matrix(format!("blk.{l}.attn_q.weight"), q, h, &mut rng)?);
         tensors.push(matrix(format!("blk.{l}.attn_k.weight"), kv, h, &mut rng)?);
         tensors.push(matrix(format!("blk.{l}.attn_v.weight"), kv, h, &mut rng)?);
-        tensors.push(matrix(format!("blk.{l}.attn_output.weight"), h, q, &mut rng)?);
-        tensors.push(matrix(format!("blk.{l}.ffn_gate.weight"), ffn, h, &mut rng)?);
+        tensors.push(matrix(
+            format!("blk.{l}.attn_output.weight"),
+            h,
+            q,
+            &mut rng,
+        )?);
+        tensors.push(matrix(
+            format!("blk.{l}.ffn_gate.weight"),
+            ffn,
+            h,
+            &mut rng,
+        )?);
         tensors.push(matrix(format!("blk.{l}.ffn_up.weight"), ffn, h, &mut rng)?);
-        tensors.push(matrix(format!("blk.{l}.ffn_down.weight"), h, ffn, &mut rng)?);
-        tensors.push((format!("blk.{l}.attn_norm.weight"), norm_weight(h, &mut rng)?));
-        tensors.push((format!("blk.{l}.ffn_norm.weight"), norm_weight(h, &mut rng)?));
+        tensors.push(matrix(
+            format!("blk.{l}.ffn_down.weight"),
+            h,
+            ffn,
+            &mut rng,
+        )?);
+        tensors.push((
+            format!("blk.{l}.attn_norm.weight"),
+            norm_weight(h, &mut rng)?,
+        ));
+        tensors.push((
+            format!("blk.{l}.ffn_norm.weight"),
+            norm_weight(h, &mut rng)?,
+        ));
     }
     tensors.push(("output_norm.weight".into(), norm_weight(h, &mut rng)?));
 
-    Ok(Gguf { metadata, tensors, file_bytes: 0 })
+    Ok(Gguf {
+        metadata,
+        tensors,
+        file_bytes: 0,
+    })
 }
 
 /// Returns tokens, token types and merges: control tokens, then GPT-2's 256 byte stand-ins.
 fn byte_vocabulary() -> (Vec<String>, Vec<i32>, Vec<String>) {
     let mut tokens: Vec<String> = SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect();
     let mut types = vec![3; SPECIAL_TOKENS.len()];
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut n = 0;
     for b in 0..=255u32 {
         if !printable.contains(&b) {
@@ -120,7 +188,11 @@ fn byte_vocabulary() -> (Vec<String>, Vec<i32>, Vec<String>) {
         }
     }
     for c in printable {
-        tokens.push(char::from_u32(c).expect("GPT-2 stand-ins are valid chars").to_string());
+        tokens.push(
+            char::from_u32(c)
+                .expect("GPT-2 stand-ins are valid chars")
+                .to_string(),
+        );
         types.push(1);
     }
     tokens.push("Ġt".into());
@@ -130,5 +202,8 @@ fn byte_vocabulary() -> (Vec<String>, Vec<i32>, Vec<String>) {
 
 fn norm_weight(h: usize, rng: &mut StdRng) -> Result<QTensor> {
     let values: Vec<f32> = (0..h).map(|_| rng.random_range(0.8..1.2)).collect();
-    Ok(QTensor::quantize(&Tensor::from_vec(values, h, &Device::Cpu)?, GgmlDType::F32)?)
+    Ok(QTensor::quantize(
+        &Tensor::from_vec(values, h, &Device::Cpu)?,
+        GgmlDType::F32,
+    )?)
 }

@@ -28,7 +28,15 @@ pub mod token_type {
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Pre-tokenizer families by their `tokenizer.ggml.pre` names.
-const DIGITS_THEN_GPT2: &[&str] = &["smollm", "starcoder", "refact", "codeshell", "command-r", "exaone", "minerva"];
+const DIGITS_THEN_GPT2: &[&str] = &[
+    "smollm",
+    "starcoder",
+    "refact",
+    "codeshell",
+    "command-r",
+    "exaone",
+    "minerva",
+];
 const GPT2: &[&str] = &["gpt2", "default", "gpt-2"];
 const LLAMA3: &[&str] = &["llama3", "llama-bpe", "llama-v3", "dbrx", "smaug-bpe"];
 
@@ -48,26 +56,33 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
-        let model = gguf.get_string("tokenizer.ggml.model")?.ok_or_else(|| Error::MissingKey {
-            key: "tokenizer.ggml.model".into(),
-            hint: "the file has no tokenizer; prunechat needs the vocabulary in the GGUF".into(),
-        })?;
+        let model = gguf
+            .get_string("tokenizer.ggml.model")?
+            .ok_or_else(|| Error::MissingKey {
+                key: "tokenizer.ggml.model".into(),
+                hint: "the file has no tokenizer; prunechat needs the vocabulary in the GGUF"
+                    .into(),
+            })?;
         if model != "gpt2" {
             return Err(Error::Tokenizer(format!(
                 "tokenizer.ggml.model is \"{model}\"; only \"gpt2\" (byte-level BPE) is supported"
             )));
         }
-        let tokens = gguf.get_string_array("tokenizer.ggml.tokens")?.ok_or_else(|| Error::MissingKey {
-            key: "tokenizer.ggml.tokens".into(),
-            hint: "the vocabulary is required".into(),
-        })?;
+        let tokens = gguf
+            .get_string_array("tokenizer.ggml.tokens")?
+            .ok_or_else(|| Error::MissingKey {
+                key: "tokenizer.ggml.tokens".into(),
+                hint: "the vocabulary is required".into(),
+            })?;
         if tokens.is_empty() {
             return Err(Error::Tokenizer("tokenizer.ggml.tokens is empty".into()));
         }
-        let merges = gguf.get_string_array("tokenizer.ggml.merges")?.ok_or_else(|| Error::MissingKey {
-            key: "tokenizer.ggml.merges".into(),
-            hint: "a BPE tokenizer needs its merges".into(),
-        })?;
+        let merges = gguf
+            .get_string_array("tokenizer.ggml.merges")?
+            .ok_or_else(|| Error::MissingKey {
+                key: "tokenizer.ggml.merges".into(),
+                hint: "a BPE tokenizer needs its merges".into(),
+            })?;
         let token_types = match gguf.get_int_array("tokenizer.ggml.token_type")? {
             Some(types) if types.len() == tokens.len() => types,
             Some(types) => {
@@ -86,17 +101,27 @@ impl Tokenizer {
                 Some(id) if (id as usize) < n_tokens => Ok(Some(id as u32)),
                 Some(id) => Err(Error::InvalidKey {
                     key: key.to_string(),
-                    message: format!("token id {id} is outside the vocabulary of {n_tokens} tokens"),
+                    message: format!(
+                        "token id {id} is outside the vocabulary of {n_tokens} tokens"
+                    ),
                 }),
             }
         };
         let bos_token_id = special_id("tokenizer.ggml.bos_token_id")?;
         let eos_token_id = special_id("tokenizer.ggml.eos_token_id")?;
         let eot_token_id = special_id("tokenizer.ggml.eot_token_id")?;
-        let add_bos = gguf.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
-        let pre = gguf.get_string("tokenizer.ggml.pre")?.unwrap_or_else(|| "default".into());
+        let add_bos = gguf
+            .get_bool("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(false);
+        let pre = gguf
+            .get_string("tokenizer.ggml.pre")?
+            .unwrap_or_else(|| "default".into());
 
-        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let merges = merges
             .iter()
             .enumerate()
@@ -119,7 +144,9 @@ impl Tokenizer {
             .iter()
             .zip(&token_types)
             .filter(|(_, &ty)| ty == token_type::CONTROL || ty == token_type::USER_DEFINED)
-            .map(|(t, &ty)| AddedToken::from(t.clone(), ty == token_type::CONTROL).normalized(false))
+            .map(|(t, &ty)| {
+                AddedToken::from(t.clone(), ty == token_type::CONTROL).normalized(false)
+            })
             .collect();
         inner.add_special_tokens(&added);
 
@@ -131,15 +158,31 @@ impl Tokenizer {
             .collect();
 
         let mut stop_token_ids: Vec<u32> = eos_token_id.into_iter().chain(eot_token_id).collect();
-        for marker in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "<end_of_turn>"] {
+        for marker in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|end|>",
+            "<|endoftext|>",
+            "<end_of_turn>",
+        ] {
             if let Some(id) = tokens.iter().position(|t| t == marker) {
-                if token_types[id] == token_type::CONTROL && !stop_token_ids.contains(&(id as u32)) {
+                if token_types[id] == token_type::CONTROL && !stop_token_ids.contains(&(id as u32))
+                {
                     stop_token_ids.push(id as u32);
                 }
             }
         }
 
-        Ok(Self { inner, plain, pieces, token_types, bos_token_id, eos_token_id, stop_token_ids, add_bos })
+        Ok(Self {
+            inner,
+            plain,
+            pieces,
+            token_types,
+            bos_token_id,
+            eos_token_id,
+            stop_token_ids,
+            add_bos,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -176,7 +219,10 @@ impl Tokenizer {
 
     /// Returns the bytes of token `id` (empty for an id outside the vocabulary).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.pieces.get(id as usize).map(|p| p.as_slice()).unwrap_or(&[])
+        self.pieces
+            .get(id as usize)
+            .map(|p| p.as_slice())
+            .unwrap_or(&[])
     }
 
     pub fn is_control(&self, id: u32) -> bool {
@@ -193,7 +239,8 @@ impl Tokenizer {
 
     /// Returns the text of a token string such as `<|endoftext|>`, for the chat template.
     pub fn token_text(&self, id: Option<u32>) -> String {
-        id.map(|id| String::from_utf8_lossy(self.token_bytes(id)).into_owned()).unwrap_or_default()
+        id.map(|id| String::from_utf8_lossy(self.token_bytes(id)).into_owned())
+            .unwrap_or_default()
     }
 
     /// Decodes ids to text, leaving out control tokens; invalid UTF-8 becomes U+FFFD.
@@ -208,7 +255,8 @@ impl Tokenizer {
 }
 
 fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
-    let byte_level = |use_regex: bool| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, use_regex));
+    let byte_level =
+        |use_regex: bool| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, use_regex));
     if DIGITS_THEN_GPT2.contains(&pre) {
         return Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
             PreTokenizerWrapper::Digits(Digits::new(true)),
@@ -219,14 +267,23 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
         return Ok(byte_level(true));
     }
     if LLAMA3.contains(&pre) {
-        let split = Split::new(SplitPattern::Regex(LLAMA3_PATTERN.into()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| Error::Tokenizer(format!("invalid pre-tokenizer pattern: {e}")))?;
+        let split = Split::new(
+            SplitPattern::Regex(LLAMA3_PATTERN.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| Error::Tokenizer(format!("invalid pre-tokenizer pattern: {e}")))?;
         return Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
             PreTokenizerWrapper::Split(split),
             byte_level(false),
         ])));
     }
-    let known: Vec<&str> = DIGITS_THEN_GPT2.iter().chain(GPT2).chain(LLAMA3).copied().collect();
+    let known: Vec<&str> = DIGITS_THEN_GPT2
+        .iter()
+        .chain(GPT2)
+        .chain(LLAMA3)
+        .copied()
+        .collect();
     Err(Error::Tokenizer(format!(
         "tokenizer.ggml.pre \"{pre}\" is not supported; supported pre-tokenizers: {}",
         known.join(", ")
@@ -236,7 +293,10 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
 /// Returns the inverse of GPT-2's byte-to-unicode table: each printable stand-in character
 /// maps back to the byte it encodes.
 fn byte_level_decoder() -> HashMap<char, u8> {
-    let mut printable: Vec<u8> = (b'!'..=b'~').chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut printable: Vec<u8> = (b'!'..=b'~')
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut chars: Vec<u32> = printable.iter().map(|&b| b as u32).collect();
     let mut n = 0;
     for b in 0..=255u8 {
@@ -255,10 +315,13 @@ fn byte_level_decoder() -> HashMap<char, u8> {
 
 fn token_bytes(token: &str, ty: i64, byte_of_char: &HashMap<char, u8>) -> Vec<u8> {
     match ty {
-        token_type::CONTROL | token_type::USER_DEFINED | token_type::UNKNOWN | token_type::UNUSED => {
-            token.as_bytes().to_vec()
-        }
-        token_type::BYTE => parse_byte_token(token).map(|b| vec![b]).unwrap_or_else(|| token.as_bytes().to_vec()),
+        token_type::CONTROL
+        | token_type::USER_DEFINED
+        | token_type::UNKNOWN
+        | token_type::UNUSED => token.as_bytes().to_vec(),
+        token_type::BYTE => parse_byte_token(token)
+            .map(|b| vec![b])
+            .unwrap_or_else(|| token.as_bytes().to_vec()),
         _ => {
             let mut out = Vec::with_capacity(token.len());
             for c in token.chars() {
@@ -299,7 +362,10 @@ impl Utf8Stream {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("prefix checked by from_utf8"));
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[..valid])
+                            .expect("prefix checked by from_utf8"),
+                    );
                     match e.error_len() {
                         // An incomplete character at the end: keep it for the next push.
                         None => {

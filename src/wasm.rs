@@ -44,10 +44,19 @@ impl ChatEngine {
     /// Appends a user message and prefills it. `system` may be empty for the model's default;
     /// `sampling_json` contains `SamplingParams` fields, missing ones take their defaults.
     #[wasm_bindgen(js_name = startTurn)]
-    pub fn start_turn(&mut self, user: &str, system: &str, sampling_json: &str) -> Result<String, JsError> {
-        let params: SamplingParams = serde_json::from_str(sampling_json)
-            .map_err(|e| JsError::new(&format!("invalid sampling settings {sampling_json}: {e}")))?;
-        let start = self.session.start_turn(user, Some(system), params).map_err(js_error)?;
+    pub fn start_turn(
+        &mut self,
+        user: &str,
+        system: &str,
+        sampling_json: &str,
+    ) -> Result<String, JsError> {
+        let params: SamplingParams = serde_json::from_str(sampling_json).map_err(|e| {
+            JsError::new(&format!("invalid sampling settings {sampling_json}: {e}"))
+        })?;
+        let start = self
+            .session
+            .start_turn(user, Some(system), params)
+            .map_err(js_error)?;
         to_json(&start)
     }
 

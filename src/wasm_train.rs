@@ -34,18 +34,34 @@ impl FineTuner {
     /// documents are held out for evaluation. Zeros in the model's projection matrices are
     /// kept at zero. `checkpoint`, when not empty, is a checkpoint of the same run to resume.
     #[wasm_bindgen(constructor)]
-    pub fn new(model: &[u8], data: &str, data_name: &str, config_json: &str, eval_fraction: f64, checkpoint: &[u8]) -> Result<FineTuner, JsError> {
-        let config: TrainConfig =
-            serde_json::from_str(config_json).map_err(|e| JsError::new(&format!("invalid training settings {config_json}: {e}")))?;
+    pub fn new(
+        model: &[u8],
+        data: &str,
+        data_name: &str,
+        config_json: &str,
+        eval_fraction: f64,
+        checkpoint: &[u8],
+    ) -> Result<FineTuner, JsError> {
+        let config: TrainConfig = serde_json::from_str(config_json)
+            .map_err(|e| JsError::new(&format!("invalid training settings {config_json}: {e}")))?;
         let gguf = Gguf::read(model).map_err(js_error)?;
         let tokenizer = Tokenizer::from_gguf(&gguf).map_err(js_error)?;
         let template = ChatTemplate::from_gguf(&gguf, &tokenizer).map_err(js_error)?;
         let dense = DenseModel::from_gguf(&gguf).map_err(js_error)?;
         drop(gguf);
 
-        let corpus_data = parse_corpus(data, detect_format(data_name, data), data_name).map_err(js_error)?;
-        let (train, eval) = corpus::prepare(&corpus_data, &tokenizer, &template, config.seq_len, dense.config.vocab_size, eval_fraction, config.seed)
-            .map_err(js_error)?;
+        let corpus_data =
+            parse_corpus(data, detect_format(data_name, data), data_name).map_err(js_error)?;
+        let (train, eval) = corpus::prepare(
+            &corpus_data,
+            &tokenizer,
+            &template,
+            config.seq_len,
+            dense.config.vocab_size,
+            eval_fraction,
+            config.seed,
+        )
+        .map_err(js_error)?;
         let info = serde_json::json!({
             "train_data": train.report,
             "eval_data": eval.as_ref().map(|e| e.report.clone()),
@@ -61,7 +77,10 @@ impl FineTuner {
         let mut info = info;
         info["n_trained_params"] = trainer.n_trained_params().into();
         info["step"] = trainer.step_count().into();
-        Ok(FineTuner { trainer: Some(trainer), info })
+        Ok(FineTuner {
+            trainer: Some(trainer),
+            info,
+        })
     }
 
     /// Data reports, step count and number of trained values, as JSON.
@@ -70,7 +89,9 @@ impl FineTuner {
     }
 
     fn trainer(&mut self) -> Result<&mut Trainer, JsError> {
-        self.trainer.as_mut().ok_or_else(|| JsError::new("the run was exported; start a new FineTuner to train again"))
+        self.trainer.as_mut().ok_or_else(|| {
+            JsError::new("the run was exported; start a new FineTuner to train again")
+        })
     }
 
     /// Runs one optimizer step and returns its `StepReport` as JSON.
@@ -100,8 +121,14 @@ impl FineTuner {
     /// `dtype` ("f32", "q8_0", ...). LoRA adapters are merged, masked weights stay zero.
     pub fn export(&mut self, dtype: &str) -> Result<Vec<u8>, JsError> {
         let dtype = parse_target(dtype).map_err(js_error)?;
-        let trainer = self.trainer.take().ok_or_else(|| JsError::new("the run was already exported"))?;
+        let trainer = self
+            .trainer
+            .take()
+            .ok_or_else(|| JsError::new("the run was already exported"))?;
         let model = trainer.into_model().map_err(js_error)?;
-        model.to_gguf(dtype).and_then(|g| g.to_bytes()).map_err(js_error)
+        model
+            .to_gguf(dtype)
+            .and_then(|g| g.to_bytes())
+            .map_err(js_error)
     }
 }

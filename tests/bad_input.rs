@@ -18,7 +18,10 @@ fn load_error(bytes: &[u8]) -> String {
 }
 
 fn tiny_bytes() -> Vec<u8> {
-    tiny_llama(&TinySpec::default()).unwrap().to_bytes().unwrap()
+    tiny_llama(&TinySpec::default())
+        .unwrap()
+        .to_bytes()
+        .unwrap()
 }
 
 fn with_metadata(key: &str, value: Option<MetadataValue>) -> Vec<u8> {
@@ -32,7 +35,12 @@ fn with_metadata(key: &str, value: Option<MetadataValue>) -> Vec<u8> {
 
 #[test]
 fn not_a_gguf_file() {
-    for bytes in [&b""[..], b"GG", b"PK\x03\x04 a zip file", b"<html>not a model</html>"] {
+    for bytes in [
+        &b""[..],
+        b"GG",
+        b"PK\x03\x04 a zip file",
+        b"<html>not a model</html>",
+    ] {
         let err = load_error(bytes);
         assert!(err.contains("GGUF magic"), "{err}");
     }
@@ -42,23 +50,42 @@ fn not_a_gguf_file() {
 fn truncated_file_at_every_section() {
     let bytes = tiny_bytes();
     // Cut inside the header, the metadata, the tensor table and the tensor data.
-    let cuts = [5, 12, 24, 100, 1_000, 4_000, 10_000, bytes.len() / 2, bytes.len() - 1];
+    let cuts = [
+        5,
+        12,
+        24,
+        100,
+        1_000,
+        4_000,
+        10_000,
+        bytes.len() / 2,
+        bytes.len() - 1,
+    ];
     for cut in cuts {
         let err = load_error(&bytes[..cut]);
-        assert!(err.contains("invalid GGUF") || err.contains("truncated"), "cut at {cut}: {err}");
+        assert!(
+            err.contains("invalid GGUF") || err.contains("truncated"),
+            "cut at {cut}: {err}"
+        );
     }
 }
 
 #[test]
 fn unsupported_architecture() {
-    let err = load_error(&with_metadata("general.architecture", Some(MetadataValue::String("mamba".into()))));
+    let err = load_error(&with_metadata(
+        "general.architecture",
+        Some(MetadataValue::String("mamba".into())),
+    ));
     assert!(err.contains("unsupported architecture `mamba`"), "{err}");
 }
 
 #[test]
 fn missing_required_key() {
     let err = load_error(&with_metadata("llama.embedding_length", None));
-    assert!(err.contains("missing GGUF metadata key `llama.embedding_length`"), "{err}");
+    assert!(
+        err.contains("missing GGUF metadata key `llama.embedding_length`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -66,15 +93,20 @@ fn head_counts_that_break_grouping() {
     let counts = MetadataValue::Array(vec![MetadataValue::U32(4), MetadataValue::U32(4)]);
     let kv = MetadataValue::Array(vec![MetadataValue::U32(3), MetadataValue::U32(2)]);
     let mut gguf = tiny_llama(&TinySpec::default()).unwrap();
-    gguf.metadata.insert("llama.attention.head_count".into(), counts);
-    gguf.metadata.insert("llama.attention.head_count_kv".into(), kv);
+    gguf.metadata
+        .insert("llama.attention.head_count".into(), counts);
+    gguf.metadata
+        .insert("llama.attention.head_count_kv".into(), kv);
     let err = load_error(&gguf.to_bytes().unwrap());
     assert!(err.contains("not a multiple of 3 key/value heads"), "{err}");
 }
 
 #[test]
 fn tensor_shape_disagrees_with_metadata() {
-    let err = load_error(&with_metadata("llama.feed_forward_length", Some(MetadataValue::U32(100))));
+    let err = load_error(&with_metadata(
+        "llama.feed_forward_length",
+        Some(MetadataValue::U32(100)),
+    ));
     assert!(err.contains("blk.0.ffn_gate.weight"), "{err}");
     assert!(err.contains("does not match the metadata"), "{err}");
 }
@@ -96,9 +128,14 @@ fn unknown_tensor_type() {
 #[test]
 fn nan_in_norm_weight() {
     let mut gguf = tiny_llama(&TinySpec::default()).unwrap();
-    let index = gguf.tensors.iter().position(|(n, _)| n == "output_norm.weight").unwrap();
+    let index = gguf
+        .tensors
+        .iter()
+        .position(|(n, _)| n == "output_norm.weight")
+        .unwrap();
     let values = candle_core::Tensor::new(&[f32::NAN; 64], &candle_core::Device::Cpu).unwrap();
-    gguf.tensors[index].1 = candle_core::quantized::QTensor::quantize(&values, GgmlDType::F32).unwrap();
+    gguf.tensors[index].1 =
+        candle_core::quantized::QTensor::quantize(&values, GgmlDType::F32).unwrap();
     let err = load_error(&gguf.to_bytes().unwrap());
     assert!(err.contains("output_norm.weight"), "{err}");
     assert!(err.contains("not a finite number"), "{err}");
@@ -106,27 +143,46 @@ fn nan_in_norm_weight() {
 
 #[test]
 fn special_token_out_of_range() {
-    let err = load_error(&with_metadata("tokenizer.ggml.eos_token_id", Some(MetadataValue::U32(100_000))));
+    let err = load_error(&with_metadata(
+        "tokenizer.ggml.eos_token_id",
+        Some(MetadataValue::U32(100_000)),
+    ));
     assert!(err.contains("tokenizer.ggml.eos_token_id"), "{err}");
     assert!(err.contains("outside the vocabulary"), "{err}");
 }
 
 #[test]
 fn chat_template_that_does_not_compile() {
-    let err = load_error(&with_metadata("tokenizer.chat_template", Some(MetadataValue::String("{% for m in messages %}".into()))));
-    assert!(err.contains("tokenizer.chat_template does not compile"), "{err}");
+    let err = load_error(&with_metadata(
+        "tokenizer.chat_template",
+        Some(MetadataValue::String("{% for m in messages %}".into())),
+    ));
+    assert!(
+        err.contains("tokenizer.chat_template does not compile"),
+        "{err}"
+    );
 }
 
 #[test]
 fn chat_template_that_raises() {
     let template = "{{ raise_exception('roles must alternate') }}";
-    let err = load_error(&with_metadata("tokenizer.chat_template", Some(MetadataValue::String(template.into()))));
+    let err = load_error(&with_metadata(
+        "tokenizer.chat_template",
+        Some(MetadataValue::String(template.into())),
+    ));
     assert!(err.contains("roles must alternate"), "{err}");
 }
 
 fn prunechat(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_prunechat")).args(args).output().expect("the CLI runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_prunechat"))
+        .args(args)
+        .output()
+        .expect("the CLI runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -140,9 +196,21 @@ fn cli_reports_bad_files_with_nonzero_exit() {
 
     for (args, expected) in [
         (vec!["info", text.to_str().unwrap()], "GGUF magic"),
-        (vec!["chat", truncated.to_str().unwrap(), "--prompt", "hi"], "truncated"),
+        (
+            vec!["chat", truncated.to_str().unwrap(), "--prompt", "hi"],
+            "truncated",
+        ),
         (vec!["info", "/nonexistent/model.gguf"], "No such file"),
-        (vec!["convert", text.to_str().unwrap(), "/tmp/x.gguf", "--to", "q3_x"], "\"q3_x\" is not one of"),
+        (
+            vec![
+                "convert",
+                text.to_str().unwrap(),
+                "/tmp/x.gguf",
+                "--to",
+                "q3_x",
+            ],
+            "\"q3_x\" is not one of",
+        ),
     ] {
         let (code, _, stderr) = prunechat(&args);
         assert_eq!(code, 1, "{args:?}: {stderr}");
@@ -157,9 +225,18 @@ fn cli_rejects_empty_prompt_and_bad_sampling() {
     let model = common::smollm2_q8_0();
     let model = model.to_str().unwrap();
     for (args, expected) in [
-        (vec!["chat", model, "--prompt", "  "], "the message is empty"),
-        (vec!["chat", model, "--prompt", "hi", "--top-p", "0"], "top_p"),
-        (vec!["chat", model, "--prompt", "hi", "--temperature=-1"], "temperature"),
+        (
+            vec!["chat", model, "--prompt", "  "],
+            "the message is empty",
+        ),
+        (
+            vec!["chat", model, "--prompt", "hi", "--top-p", "0"],
+            "top_p",
+        ),
+        (
+            vec!["chat", model, "--prompt", "hi", "--temperature=-1"],
+            "temperature",
+        ),
     ] {
         let (code, _, stderr) = prunechat(&args);
         assert_eq!(code, 1, "{args:?}: {stderr}");
@@ -175,19 +252,42 @@ fn cli_convert_refuses_to_overwrite_input() {
     std::fs::write(&input, tiny_bytes()).unwrap();
     let before = std::fs::read(&input).unwrap();
 
-    let (code, _, stderr) = prunechat(&["convert", input.to_str().unwrap(), input.to_str().unwrap(), "--to", "q8_0"]);
+    let (code, _, stderr) = prunechat(&[
+        "convert",
+        input.to_str().unwrap(),
+        input.to_str().unwrap(),
+        "--to",
+        "q8_0",
+    ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("is the input file"), "{stderr}");
     assert!(stderr.contains("--force"), "{stderr}");
-    assert_eq!(std::fs::read(&input).unwrap(), before, "the input is untouched");
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        before,
+        "the input is untouched"
+    );
 
     let out = dir.join("tiny-q8_0.gguf");
-    let (code, stdout, stderr) = prunechat(&["convert", input.to_str().unwrap(), out.to_str().unwrap(), "--to", "q8_0"]);
+    let (code, stdout, stderr) = prunechat(&[
+        "convert",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "q8_0",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("converted to Q8_0"), "{stdout}");
     let converted = Gguf::open(&out).unwrap();
-    assert!(converted.tensors.iter().all(|(_, t)| t.dtype() == GgmlDType::Q8_0 || t.shape().rank() == 1));
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    assert!(converted
+        .tensors
+        .iter()
+        .all(|(_, t)| t.dtype() == GgmlDType::Q8_0 || t.shape().rank() == 1));
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -201,10 +301,17 @@ fn converted_q8_0_model_agrees_with_q4_1() {
     let logits = |g: Gguf| {
         let model = prunechat::model::Model::from_gguf(g).unwrap();
         let mut cache = prunechat::model::KvCache::new(model.config(), 64);
-        model.forward_last(&tokens, &mut cache).unwrap().to_vec1::<f32>().unwrap()
+        model
+            .forward_last(&tokens, &mut cache)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     };
     let (a, b) = (logits(q4), logits(q8));
-    assert_eq!(prunechat::sampler::argmax(&a), prunechat::sampler::argmax(&b));
+    assert_eq!(
+        prunechat::sampler::argmax(&a),
+        prunechat::sampler::argmax(&b)
+    );
     let diff = common::max_abs_diff(&a, &b);
     assert!(diff < 1.5, "Q8_0 logits differ from Q4_1 by {diff}");
 }

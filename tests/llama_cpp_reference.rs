@@ -28,7 +28,11 @@ fn tokenizer_ids_match_llama_cpp() {
     let gguf = Gguf::open(common::smollm2_q4_1()).unwrap();
     let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
     let cases = reference["tokenizer"]["cases"].as_array().unwrap();
-    assert!(cases.len() >= 20, "expected at least 20 recorded cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 20,
+        "expected at least 20 recorded cases, found {}",
+        cases.len()
+    );
 
     let mut failures = Vec::new();
     for case in cases {
@@ -41,14 +45,28 @@ fn tokenizer_ids_match_llama_cpp() {
             tokenizer.encode_plain(text).unwrap()
         };
         if got != expected {
-            failures.push(format!("{name} ({text:?}): llama.cpp {expected:?}, prunechat {got:?}"));
+            failures.push(format!(
+                "{name} ({text:?}): llama.cpp {expected:?}, prunechat {got:?}"
+            ));
         }
-        let bytes: Vec<u8> = expected.iter().flat_map(|&id| tokenizer.token_bytes(id).to_vec()).collect();
+        let bytes: Vec<u8> = expected
+            .iter()
+            .flat_map(|&id| tokenizer.token_bytes(id).to_vec())
+            .collect();
         if case["decodes_to_text"].as_bool() == Some(true) && bytes != text.as_bytes() {
-            failures.push(format!("{name}: token bytes {:?} do not spell {text:?}", String::from_utf8_lossy(&bytes)));
+            failures.push(format!(
+                "{name}: token bytes {:?} do not spell {text:?}",
+                String::from_utf8_lossy(&bytes)
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -64,7 +82,12 @@ fn chat_template_renders_llama_cpp_prompts() {
     for prompt in generation["prompts"].as_array().unwrap() {
         let messages: Vec<Message> = serde_json::from_value(prompt["messages"].clone()).unwrap();
         let rendered = template.render(&messages, true).unwrap();
-        assert_eq!(rendered, prompt["prompt"].as_str().unwrap(), "prompt {}", prompt["name"]);
+        assert_eq!(
+            rendered,
+            prompt["prompt"].as_str().unwrap(),
+            "prompt {}",
+            prompt["name"]
+        );
     }
 }
 
@@ -84,17 +107,36 @@ fn greedy_replies_match_llama_cpp() {
 
         // Replay the conversation through the session: history, system prompt, last message.
         session.reset();
-        let system = messages.iter().find(|m| m.role == "system").map(|m| m.content.clone());
+        let system = messages
+            .iter()
+            .find(|m| m.role == "system")
+            .map(|m| m.content.clone());
         let turns: Vec<&Message> = messages.iter().filter(|m| m.role != "system").collect();
         let (last, earlier) = turns.split_last().unwrap();
         for pair in earlier.chunks(2) {
             session.push_exchange(&pair[0].content, &pair[1].content);
         }
-        let rendered = session.render_prompt(&last.content, system.as_deref()).unwrap();
-        assert_eq!(session.encode_prompt(&rendered).unwrap(), expected_prompt, "{name}: prompt ids");
-        assert_eq!(session.encode_conversation(&messages).unwrap(), expected_prompt, "{name}: prompt ids, contents as plain text");
+        let rendered = session
+            .render_prompt(&last.content, system.as_deref())
+            .unwrap();
+        assert_eq!(
+            session.encode_prompt(&rendered).unwrap(),
+            expected_prompt,
+            "{name}: prompt ids"
+        );
+        assert_eq!(
+            session.encode_conversation(&messages).unwrap(),
+            expected_prompt,
+            "{name}: prompt ids, contents as plain text"
+        );
 
-        session.start_turn(&last.content, system.as_deref(), SamplingParams::greedy(GREEDY_TOKENS_COMPARED)).unwrap();
+        session
+            .start_turn(
+                &last.content,
+                system.as_deref(),
+                SamplingParams::greedy(GREEDY_TOKENS_COMPARED),
+            )
+            .unwrap();
         let mut got = Vec::new();
         loop {
             let step = session.next_token().unwrap();
@@ -103,7 +145,12 @@ fn greedy_replies_match_llama_cpp() {
                 break;
             }
         }
-        let margins: Vec<f64> = prompt["step_margins"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margins: Vec<f64> = prompt["step_margins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
         let n = GREEDY_TOKENS_COMPARED.min(expected.len());
         match (0..n).find(|&i| got.get(i) != Some(&expected[i])) {
             None => full_matches.push(name.to_string()),

@@ -12,8 +12,8 @@ use prunechat::prune::mask::{global_threshold, select};
 use prunechat::prune::sparsegpt::SparseGpt;
 use prunechat::prune::wanda::Wanda;
 use prunechat::prune::{
-    prune_model, reconstruction_error, Hessian, Mask, Matrix, Method, Pattern, PruneConfig, PruneOutcome, Pruner, Scope,
-    Selection,
+    prune_model, reconstruction_error, Hessian, Mask, Matrix, Method, Pattern, PruneConfig,
+    PruneOutcome, Pruner, Scope, Selection,
 };
 use prunechat::synthetic::{tiny_llama, TinySpec};
 use rand::rngs::StdRng;
@@ -25,7 +25,11 @@ fn random_matrix(rows: usize, cols: usize, seed: u64) -> Matrix {
     let data = (0..rows * cols)
         .map(|_| {
             let magnitude: f32 = rng.random_range(0.01..1.0);
-            if rng.random_bool(0.5) { magnitude } else { -magnitude }
+            if rng.random_bool(0.5) {
+                magnitude
+            } else {
+                -magnitude
+            }
         })
         .collect();
     Matrix::new(rows, cols, data).unwrap()
@@ -34,8 +38,18 @@ fn random_matrix(rows: usize, cols: usize, seed: u64) -> Matrix {
 /// Correlated inputs `X = Z A`, `(n_tokens, n)` row-major, with uneven feature scales.
 fn random_inputs(n_tokens: usize, n: usize, seed: u64) -> Vec<f64> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let z: Vec<f64> = (0..n_tokens * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let a: Vec<f64> = (0..n * n).map(|k| if k / n == k % n { 1.0 + (k % n) as f64 * 0.3 } else { rng.random_range(-0.5..0.5) }).collect();
+    let z: Vec<f64> = (0..n_tokens * n)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let a: Vec<f64> = (0..n * n)
+        .map(|k| {
+            if k / n == k % n {
+                1.0 + (k % n) as f64 * 0.3
+            } else {
+                rng.random_range(-0.5..0.5)
+            }
+        })
+        .collect();
     let mut x = vec![0.0; n_tokens * n];
     for t in 0..n_tokens {
         for j in 0..n {
@@ -70,7 +84,9 @@ fn damped(h: &Hessian, damping: f64) -> Vec<f64> {
 /// Solves `a x = b` (`a` is `n × n`) by Gaussian elimination with partial pivoting.
 fn solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Vec<f64> {
     for col in 0..n {
-        let pivot = (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs())).unwrap();
+        let pivot = (col..n)
+            .max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))
+            .unwrap();
         for k in 0..n {
             a.swap(col * n + k, pivot * n + k);
         }
@@ -100,8 +116,14 @@ fn sequential_obs_reference(w: &[f64], h: &[f64], kept: &[bool]) -> Vec<f64> {
     let mut q = vec![0.0; n];
     for i in 0..n {
         let r: Vec<usize> = (i..n).collect();
-        let h_rr: Vec<f64> = r.iter().flat_map(|&a| r.iter().map(|&b| h[a * n + b]).collect::<Vec<_>>()).collect();
-        let rhs: Vec<f64> = r.iter().map(|&a| (0..i).map(|f| h[a * n + f] * (w[f] - q[f])).sum()).collect();
+        let h_rr: Vec<f64> = r
+            .iter()
+            .flat_map(|&a| r.iter().map(|&b| h[a * n + b]).collect::<Vec<_>>())
+            .collect();
+        let rhs: Vec<f64> = r
+            .iter()
+            .map(|&a| (0..i).map(|f| h[a * n + f] * (w[f] - q[f])).sum())
+            .collect();
         let correction = solve(h_rr, rhs, r.len());
         let optimum = w[i] + correction[0];
         q[i] = if kept[i] { optimum } else { 0.0 };
@@ -110,16 +132,29 @@ fn sequential_obs_reference(w: &[f64], h: &[f64], kept: &[bool]) -> Vec<f64> {
 }
 
 fn tiny_model(seed: u64) -> DenseModel {
-    DenseModel::from_gguf(&tiny_llama(&TinySpec { seed, ..TinySpec::default() }).unwrap()).unwrap()
+    DenseModel::from_gguf(
+        &tiny_llama(&TinySpec {
+            seed,
+            ..TinySpec::default()
+        })
+        .unwrap(),
+    )
+    .unwrap()
 }
 
 fn tiny_calibration(n_samples: usize, seq_len: usize, seed: u64) -> Vec<Vec<u32>> {
     let mut rng = StdRng::seed_from_u64(seed);
-    (0..n_samples).map(|_| (0..seq_len).map(|_| rng.random_range(3..259)).collect()).collect()
+    (0..n_samples)
+        .map(|_| (0..seq_len).map(|_| rng.random_range(3..259)).collect())
+        .collect()
 }
 
 fn config(method: Method, pattern: Pattern) -> PruneConfig {
-    PruneConfig { method, pattern, ..PruneConfig::default() }
+    PruneConfig {
+        method,
+        pattern,
+        ..PruneConfig::default()
+    }
 }
 
 fn run(model: &mut DenseModel, calibration: &[Vec<u32>], config: &PruneConfig) -> PruneOutcome {
@@ -134,13 +169,24 @@ fn weights(model: &DenseModel, l: usize, kind: LinearKind) -> Matrix {
 fn magnitude_keeps_largest_per_row() {
     let mut w = random_matrix(7, 40, 1);
     let original = w.clone();
-    let mask = Magnitude.prune(&mut w, None, &Selection::PerRow { n_pruned: 15 }).unwrap();
+    let mask = Magnitude
+        .prune(&mut w, None, &Selection::PerRow { n_pruned: 15 })
+        .unwrap();
     for r in 0..7 {
         let kept = mask.row(r);
         assert_eq!(kept.iter().filter(|&&k| !k).count(), 15, "row {r}");
-        let min_kept = (0..40).filter(|&c| kept[c]).map(|c| original.row(r)[c].abs()).fold(f32::INFINITY, f32::min);
-        let max_pruned = (0..40).filter(|&c| !kept[c]).map(|c| original.row(r)[c].abs()).fold(0.0, f32::max);
-        assert!(min_kept >= max_pruned, "row {r}: kept {min_kept} < pruned {max_pruned}");
+        let min_kept = (0..40)
+            .filter(|&c| kept[c])
+            .map(|c| original.row(r)[c].abs())
+            .fold(f32::INFINITY, f32::min);
+        let max_pruned = (0..40)
+            .filter(|&c| !kept[c])
+            .map(|c| original.row(r)[c].abs())
+            .fold(0.0, f32::max);
+        assert!(
+            min_kept >= max_pruned,
+            "row {r}: kept {min_kept} < pruned {max_pruned}"
+        );
         for c in 0..40 {
             let expected = if kept[c] { original.row(r)[c] } else { 0.0 };
             assert_eq!(w.row(r)[c], expected, "row {r}, column {c}");
@@ -152,7 +198,9 @@ fn magnitude_keeps_largest_per_row() {
 fn magnitude_keeps_largest_per_matrix() {
     let mut w = random_matrix(9, 24, 2);
     let original = w.clone();
-    let mask = Magnitude.prune(&mut w, None, &Selection::PerMatrix { n_pruned: 100 }).unwrap();
+    let mask = Magnitude
+        .prune(&mut w, None, &Selection::PerMatrix { n_pruned: 100 })
+        .unwrap();
     assert_eq!(mask.n_pruned(), 100);
     assert_eq!(w.n_zeros(), 100);
     let mut magnitudes: Vec<f32> = original.data.iter().map(|x| x.abs()).collect();
@@ -171,8 +219,26 @@ fn global_threshold_prunes_exact_count() {
     let (value, ties) = global_threshold(&[&a, &b], 7).unwrap().unwrap();
     assert_eq!(value, 0.5);
     assert_eq!(ties, 7);
-    let mask_a = select(&a, 2, 3, &Selection::Threshold { value, n_ties_pruned: 4 }).unwrap();
-    let mask_b = select(&b, 2, 3, &Selection::Threshold { value, n_ties_pruned: 3 }).unwrap();
+    let mask_a = select(
+        &a,
+        2,
+        3,
+        &Selection::Threshold {
+            value,
+            n_ties_pruned: 4,
+        },
+    )
+    .unwrap();
+    let mask_b = select(
+        &b,
+        2,
+        3,
+        &Selection::Threshold {
+            value,
+            n_ties_pruned: 3,
+        },
+    )
+    .unwrap();
     assert_eq!(mask_a.n_pruned() + mask_b.n_pruned(), 7);
     assert_eq!(mask_b.kept, vec![true, false, false, false, true, true]);
 }
@@ -180,9 +246,16 @@ fn global_threshold_prunes_exact_count() {
 #[test]
 fn global_magnitude_prunes_smallest_overall() {
     let mut model = tiny_model(3);
-    let before: Vec<Matrix> =
-        (0..2).flat_map(|l| LinearKind::ALL.map(|k| Matrix::from_tensor(model.layers[l].linear(k).as_tensor()).unwrap())).collect();
-    let config = PruneConfig { scope: Some(Scope::Global), ..config(Method::Magnitude, Pattern::Unstructured { sparsity: 0.4 }) };
+    let before: Vec<Matrix> = (0..2)
+        .flat_map(|l| {
+            LinearKind::ALL
+                .map(|k| Matrix::from_tensor(model.layers[l].linear(k).as_tensor()).unwrap())
+        })
+        .collect();
+    let config = PruneConfig {
+        scope: Some(Scope::Global),
+        ..config(Method::Magnitude, Pattern::Unstructured { sparsity: 0.4 })
+    };
     let outcome = run(&mut model, &[], &config);
 
     let total: usize = before.iter().map(|m| m.data.len()).sum();
@@ -199,11 +272,27 @@ fn global_magnitude_prunes_smallest_overall() {
             }
         }
     }
-    assert!(min_kept >= max_pruned, "a kept weight {min_kept} is smaller than a pruned one {max_pruned}");
+    assert!(
+        min_kept >= max_pruned,
+        "a kept weight {min_kept} is smaller than a pruned one {max_pruned}"
+    );
     // Global selection lets matrices end up with different sparsities.
-    let sparsities: Vec<f64> = outcome.report.matrices().map(|m| m.achieved_sparsity).collect();
-    assert!(sparsities.iter().any(|&s| (s - 0.4).abs() > 0.01), "{sparsities:?}");
-    assert!(outcome.report.matrices().all(|m| m.reconstruction_error.is_none()), "no calibration, no error");
+    let sparsities: Vec<f64> = outcome
+        .report
+        .matrices()
+        .map(|m| m.achieved_sparsity)
+        .collect();
+    assert!(
+        sparsities.iter().any(|&s| (s - 0.4).abs() > 0.01),
+        "{sparsities:?}"
+    );
+    assert!(
+        outcome
+            .report
+            .matrices()
+            .all(|m| m.reconstruction_error.is_none()),
+        "no calibration, no error"
+    );
 }
 
 #[test]
@@ -212,17 +301,28 @@ fn wanda_scores_match_naive() {
     let x = random_inputs(n_tokens, n, 4);
     let w = random_matrix(5, n, 5);
     let mut hessian = Hessian::new(n);
-    let input = Tensor::from_vec(x.iter().map(|&v| v as f32).collect::<Vec<_>>(), (2, n_tokens / 2, n), &Device::Cpu).unwrap();
+    let input = Tensor::from_vec(
+        x.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        (2, n_tokens / 2, n),
+        &Device::Cpu,
+    )
+    .unwrap();
     hessian.accumulate(&input).unwrap();
     assert_eq!(hessian.n_tokens, n_tokens);
 
     let scores = Wanda.score(&w, Some(&hessian)).unwrap();
     for r in 0..5 {
         for j in 0..n {
-            let norm = (0..n_tokens).map(|t| x[t * n + j] * x[t * n + j]).sum::<f64>().sqrt();
+            let norm = (0..n_tokens)
+                .map(|t| x[t * n + j] * x[t * n + j])
+                .sum::<f64>()
+                .sqrt();
             let naive = w.row(r)[j].abs() as f64 * norm;
             let got = scores[r * n + j] as f64;
-            assert!((got - naive).abs() <= 1e-5 * naive, "score ({r}, {j}) = {got}, naive {naive}");
+            assert!(
+                (got - naive).abs() <= 1e-5 * naive,
+                "score ({r}, {j}) = {got}, naive {naive}"
+            );
         }
     }
 }
@@ -234,13 +334,21 @@ fn wanda_prunes_lowest_scores_per_row() {
     let hessian = naive_hessian(&x, n_tokens, n);
     let mut w = random_matrix(6, n, 7);
     let scores = Wanda.score(&w, Some(&hessian)).unwrap();
-    let mask = Wanda.prune(&mut w, Some(&hessian), &Selection::PerRow { n_pruned: 12 }).unwrap();
+    let mask = Wanda
+        .prune(&mut w, Some(&hessian), &Selection::PerRow { n_pruned: 12 })
+        .unwrap();
     for r in 0..6 {
         let row_scores = &scores[r * n..(r + 1) * n];
         let kept = mask.row(r);
         assert_eq!(kept.iter().filter(|&&k| !k).count(), 12, "row {r}");
-        let min_kept = (0..n).filter(|&c| kept[c]).map(|c| row_scores[c]).fold(f32::INFINITY, f32::min);
-        let max_pruned = (0..n).filter(|&c| !kept[c]).map(|c| row_scores[c]).fold(0.0, f32::max);
+        let min_kept = (0..n)
+            .filter(|&c| kept[c])
+            .map(|c| row_scores[c])
+            .fold(f32::INFINITY, f32::min);
+        let max_pruned = (0..n)
+            .filter(|&c| !kept[c])
+            .map(|c| row_scores[c])
+            .fold(0.0, f32::max);
         assert!(min_kept >= max_pruned, "row {r}");
     }
 }
@@ -249,19 +357,36 @@ fn wanda_prunes_lowest_scores_per_row() {
 fn n_of_m_holds_in_every_group() {
     let (n_tokens, cols) = (64, 48);
     let hessian = naive_hessian(&random_inputs(n_tokens, cols, 8), n_tokens, cols);
-    let pruners: [(&str, Box<dyn Pruner>); 3] =
-        [("magnitude", Box::new(Magnitude)), ("wanda", Box::new(Wanda)), ("sparsegpt", Box::new(SparseGpt { damping: 0.01, block_size: 20 }))];
+    let pruners: [(&str, Box<dyn Pruner>); 3] = [
+        ("magnitude", Box::new(Magnitude)),
+        ("wanda", Box::new(Wanda)),
+        (
+            "sparsegpt",
+            Box::new(SparseGpt {
+                damping: 0.01,
+                block_size: 20,
+            }),
+        ),
+    ];
     for (name, pruner) in &pruners {
         for (n, m) in [(2, 4), (4, 8), (1, 3), (5, 6)] {
             let mut w = random_matrix(5, cols, 9);
-            let mask = pruner.prune(&mut w, Some(&hessian), &Selection::NOfM { n, m }).unwrap();
+            let mask = pruner
+                .prune(&mut w, Some(&hessian), &Selection::NOfM { n, m })
+                .unwrap();
             for r in 0..5 {
                 for group in 0..cols / m {
                     let range = group * m..(group + 1) * m;
                     let kept = mask.row(r)[range.clone()].iter().filter(|&&k| k).count();
                     let nonzero = w.row(r)[range].iter().filter(|&&x| x != 0.0).count();
-                    assert_eq!(kept, n, "{name} {n}:{m}: row {r}, group {group} keeps {kept}");
-                    assert_eq!(nonzero, n, "{name} {n}:{m}: row {r}, group {group} has {nonzero} nonzeros");
+                    assert_eq!(
+                        kept, n,
+                        "{name} {n}:{m}: row {r}, group {group} keeps {kept}"
+                    );
+                    assert_eq!(
+                        nonzero, n,
+                        "{name} {n}:{m}: row {r}, group {group} has {nonzero} nonzeros"
+                    );
                 }
             }
         }
@@ -271,8 +396,15 @@ fn n_of_m_holds_in_every_group() {
 #[test]
 fn n_of_m_rejects_bad_patterns() {
     let mut w = random_matrix(2, 12, 10);
-    for (n, m, expected) in [(4, 4, "1 <= N < M, got 4:4"), (0, 4, "got 0:4"), (2, 5, "M = 5 does not divide the input width 12")] {
-        let err = Magnitude.prune(&mut w, None, &Selection::NOfM { n, m }).unwrap_err().to_string();
+    for (n, m, expected) in [
+        (4, 4, "1 <= N < M, got 4:4"),
+        (0, 4, "got 0:4"),
+        (2, 5, "M = 5 does not divide the input width 12"),
+    ] {
+        let err = Magnitude
+            .prune(&mut w, None, &Selection::NOfM { n, m })
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(expected), "{n}:{m}: {err}");
     }
 }
@@ -294,17 +426,31 @@ fn sparsegpt_matches_closed_form_optimum() {
     }
     for block_size in [4, 128] {
         let mut w = original.clone();
-        SparseGpt { damping: 0.01, block_size }.prune_with_mask(&mut w, &hessian, &mask).unwrap();
+        SparseGpt {
+            damping: 0.01,
+            block_size,
+        }
+        .prune_with_mask(&mut w, &hessian, &mask)
+        .unwrap();
         for r in 0..rows {
             let row: Vec<f64> = original.row(r).iter().map(|&x| x as f64).collect();
             let kept: Vec<usize> = (5..n).collect();
-            let h_rr: Vec<f64> = kept.iter().flat_map(|&a| kept.iter().map(|&b| h[a * n + b]).collect::<Vec<_>>()).collect();
-            let rhs: Vec<f64> = kept.iter().map(|&a| pruned_columns.iter().map(|&p| h[a * n + p] * row[p]).sum()).collect();
+            let h_rr: Vec<f64> = kept
+                .iter()
+                .flat_map(|&a| kept.iter().map(|&b| h[a * n + b]).collect::<Vec<_>>())
+                .collect();
+            let rhs: Vec<f64> = kept
+                .iter()
+                .map(|&a| pruned_columns.iter().map(|&p| h[a * n + p] * row[p]).sum())
+                .collect();
             let correction = solve(h_rr, rhs, kept.len());
             for (index, &c) in kept.iter().enumerate() {
                 let expected = row[c] + correction[index];
                 let got = w.row(r)[c] as f64;
-                assert!((got - expected).abs() < 1e-5, "block {block_size}, row {r}, column {c}: {got} vs {expected}");
+                assert!(
+                    (got - expected).abs() < 1e-5,
+                    "block {block_size}, row {r}, column {c}: {got} vs {expected}"
+                );
             }
             for &c in &pruned_columns {
                 assert_eq!(w.row(r)[c], 0.0, "row {r}, column {c}");
@@ -320,16 +466,29 @@ fn sparsegpt_matches_sequential_reference() {
     let h = damped(&hessian, 0.01);
     let original = random_matrix(rows, n, 14);
     let mut rng = StdRng::seed_from_u64(15);
-    let mask = Mask { rows, cols: n, kept: (0..rows * n).map(|_| rng.random_bool(0.5)).collect() };
+    let mask = Mask {
+        rows,
+        cols: n,
+        kept: (0..rows * n).map(|_| rng.random_bool(0.5)).collect(),
+    };
     for block_size in [3, 128] {
         let mut w = original.clone();
-        SparseGpt { damping: 0.01, block_size }.prune_with_mask(&mut w, &hessian, &mask).unwrap();
+        SparseGpt {
+            damping: 0.01,
+            block_size,
+        }
+        .prune_with_mask(&mut w, &hessian, &mask)
+        .unwrap();
         for r in 0..rows {
             let row: Vec<f64> = original.row(r).iter().map(|&x| x as f64).collect();
             let expected = sequential_obs_reference(&row, &h, mask.row(r));
             for c in 0..n {
                 let got = w.row(r)[c] as f64;
-                assert!((got - expected[c]).abs() < 1e-5, "block {block_size}, row {r}, column {c}: {got} vs {}", expected[c]);
+                assert!(
+                    (got - expected[c]).abs() < 1e-5,
+                    "block {block_size}, row {r}, column {c}: {got} vs {}",
+                    expected[c]
+                );
             }
         }
     }
@@ -340,13 +499,28 @@ fn sparsegpt_budget_is_exact_per_block() {
     let (n_tokens, n, rows) = (64, 40, 6);
     let hessian = naive_hessian(&random_inputs(n_tokens, n, 16), n_tokens, n);
     let mut w = random_matrix(rows, n, 17);
-    let mask = SparseGpt { damping: 0.01, block_size: 16 }.prune(&mut w, Some(&hessian), &Selection::PerMatrix { n_pruned: 131 }).unwrap();
+    let mask = SparseGpt {
+        damping: 0.01,
+        block_size: 16,
+    }
+    .prune(
+        &mut w,
+        Some(&hessian),
+        &Selection::PerMatrix { n_pruned: 131 },
+    )
+    .unwrap();
     assert_eq!(mask.n_pruned(), 131);
     assert_eq!(w.n_zeros(), 131);
     // After the block that ends at column c, round(131 · c / 40) weights are pruned.
     for end in [16, 32, 40] {
-        let pruned = (0..rows).map(|r| mask.row(r)[..end].iter().filter(|&&k| !k).count()).sum::<usize>();
-        assert_eq!(pruned, (131.0 * end as f64 / 40.0).round() as usize, "columns 0..{end}");
+        let pruned = (0..rows)
+            .map(|r| mask.row(r)[..end].iter().filter(|&&k| !k).count())
+            .sum::<usize>();
+        assert_eq!(
+            pruned,
+            (131.0 * end as f64 / 40.0).round() as usize,
+            "columns 0..{end}"
+        );
     }
 }
 
@@ -359,7 +533,13 @@ fn sparsegpt_zeroes_dead_inputs() {
     }
     let hessian = naive_hessian(&x, n_tokens, n);
     let mut w = random_matrix(3, n, 19);
-    SparseGpt::default().prune(&mut w, Some(&hessian), &Selection::PerMatrix { n_pruned: 6 }).unwrap();
+    SparseGpt::default()
+        .prune(
+            &mut w,
+            Some(&hessian),
+            &Selection::PerMatrix { n_pruned: 6 },
+        )
+        .unwrap();
     for r in 0..3 {
         assert_eq!(w.row(r)[3], 0.0, "row {r}: the dead input's weight");
     }
@@ -372,8 +552,12 @@ fn reconstruction_error_matches_direct_computation() {
     let hessian = naive_hessian(&x, n_tokens, n);
     let original = random_matrix(4, n, 21);
     let mut pruned = original.clone();
-    Magnitude.prune(&mut pruned, None, &Selection::PerRow { n_pruned: 6 }).unwrap();
-    let output = |m: &Matrix, r: usize, t: usize| -> f64 { (0..n).map(|j| m.row(r)[j] as f64 * x[t * n + j]).sum() };
+    Magnitude
+        .prune(&mut pruned, None, &Selection::PerRow { n_pruned: 6 })
+        .unwrap();
+    let output = |m: &Matrix, r: usize, t: usize| -> f64 {
+        (0..n).map(|j| m.row(r)[j] as f64 * x[t * n + j]).sum()
+    };
     let (mut difference, mut reference) = (0.0, 0.0);
     for r in 0..4 {
         for t in 0..n_tokens {
@@ -391,7 +575,10 @@ fn per_row_sparsity_is_exact_in_model() {
     for method in [Method::Magnitude, Method::Wanda] {
         for sparsity in [0.3, 0.5, 0.7] {
             let mut model = tiny_model(22);
-            let config = PruneConfig { scope: Some(Scope::Row), ..config(method, Pattern::Unstructured { sparsity }) };
+            let config = PruneConfig {
+                scope: Some(Scope::Row),
+                ..config(method, Pattern::Unstructured { sparsity })
+            };
             let outcome = run(&mut model, &tiny_calibration(4, 32, 23), &config);
             for l in 0..2 {
                 for kind in LinearKind::ALL {
@@ -399,7 +586,12 @@ fn per_row_sparsity_is_exact_in_model() {
                     let expected = (sparsity * w.cols as f64).round() as usize;
                     for r in 0..w.rows {
                         let zeros = w.row(r).iter().filter(|&&x| x == 0.0).count();
-                        assert_eq!(zeros, expected, "{method:?} {sparsity}: {} row {r}", kind.tensor_name(l));
+                        assert_eq!(
+                            zeros,
+                            expected,
+                            "{method:?} {sparsity}: {} row {r}",
+                            kind.tensor_name(l)
+                        );
                     }
                 }
             }
@@ -415,12 +607,29 @@ fn per_row_sparsity_is_exact_in_model() {
 fn zero_sparsity_prune_is_noop() {
     for method in Method::ALL {
         let mut model = tiny_model(24);
-        let before: Vec<Matrix> = (0..2).flat_map(|l| LinearKind::ALL.map(|k| weights(&model, l, k))).collect();
-        let outcome = run(&mut model, &tiny_calibration(2, 16, 25), &config(method, Pattern::Unstructured { sparsity: 0.0 }));
-        let after: Vec<Matrix> = (0..2).flat_map(|l| LinearKind::ALL.map(|k| weights(&model, l, k))).collect();
+        let before: Vec<Matrix> = (0..2)
+            .flat_map(|l| LinearKind::ALL.map(|k| weights(&model, l, k)))
+            .collect();
+        let outcome = run(
+            &mut model,
+            &tiny_calibration(2, 16, 25),
+            &config(method, Pattern::Unstructured { sparsity: 0.0 }),
+        );
+        let after: Vec<Matrix> = (0..2)
+            .flat_map(|l| LinearKind::ALL.map(|k| weights(&model, l, k)))
+            .collect();
         assert_eq!(before, after, "{method:?} changed weights at sparsity 0");
-        assert!(outcome.masks.iter().all(|m| m.mask.n_pruned() == 0), "{method:?}");
-        assert!(outcome.report.matrices().all(|m| m.reconstruction_error == Some(0.0)), "{method:?}");
+        assert!(
+            outcome.masks.iter().all(|m| m.mask.n_pruned() == 0),
+            "{method:?}"
+        );
+        assert!(
+            outcome
+                .report
+                .matrices()
+                .all(|m| m.reconstruction_error == Some(0.0)),
+            "{method:?}"
+        );
     }
 }
 
@@ -431,27 +640,51 @@ fn calibration_uses_pruned_earlier_layers() {
 
     // Reference: prune layer 0 alone, then score layer 1 on the outputs of that pruned layer.
     let mut reference = tiny_model(27);
-    run(&mut reference, &calibration, &PruneConfig { layers: Some(0..1), ..config(Method::Wanda, pattern) });
+    run(
+        &mut reference,
+        &calibration,
+        &PruneConfig {
+            layers: Some(0..1),
+            ..config(Method::Wanda, pattern)
+        },
+    );
     let tokens = Tensor::new(calibration.clone(), &Device::Cpu).unwrap();
-    let hidden = reference.layer_forward(0, &reference.embed(&tokens).unwrap(), false, None).unwrap();
+    let hidden = reference
+        .layer_forward(0, &reference.embed(&tokens).unwrap(), false, None)
+        .unwrap();
     let mut q_input = None;
     reference
-        .layer_forward(1, &hidden, false, Some(&mut |kind: LinearKind, t: &Tensor| {
-            if kind == LinearKind::AttnQ {
-                q_input = Some(t.clone());
-            }
-            Ok(())
-        }))
+        .layer_forward(
+            1,
+            &hidden,
+            false,
+            Some(&mut |kind: LinearKind, t: &Tensor| {
+                if kind == LinearKind::AttnQ {
+                    q_input = Some(t.clone());
+                }
+                Ok(())
+            }),
+        )
         .unwrap();
     let mut hessian = Hessian::new(64);
     hessian.accumulate(&q_input.unwrap()).unwrap();
     let mut expected = weights(&reference, 1, LinearKind::AttnQ);
-    let expected_mask = Wanda.prune(&mut expected, Some(&hessian), &Selection::PerRow { n_pruned: 32 }).unwrap();
+    let expected_mask = Wanda
+        .prune(
+            &mut expected,
+            Some(&hessian),
+            &Selection::PerRow { n_pruned: 32 },
+        )
+        .unwrap();
 
     // The driver pruning both layers in one run chooses the same mask for layer 1.
     let mut model = tiny_model(27);
     let outcome = run(&mut model, &calibration, &config(Method::Wanda, pattern));
-    let got = outcome.masks.iter().find(|m| m.name == "blk.1.attn_q.weight").unwrap();
+    let got = outcome
+        .masks
+        .iter()
+        .find(|m| m.name == "blk.1.attn_q.weight")
+        .unwrap();
     assert_eq!(got.mask, expected_mask);
     assert_eq!(weights(&model, 1, LinearKind::AttnQ), expected);
 }
@@ -460,7 +693,14 @@ fn calibration_uses_pruned_earlier_layers() {
 fn layers_option_limits_pruning() {
     let mut model = tiny_model(28);
     let untouched = weights(&model, 1, LinearKind::FfnDown);
-    let outcome = run(&mut model, &tiny_calibration(2, 16, 29), &PruneConfig { layers: Some(0..1), ..PruneConfig::default() });
+    let outcome = run(
+        &mut model,
+        &tiny_calibration(2, 16, 29),
+        &PruneConfig {
+            layers: Some(0..1),
+            ..PruneConfig::default()
+        },
+    );
     assert_eq!(outcome.report.layers.len(), 1);
     assert_eq!(outcome.masks.len(), 7);
     assert_eq!(weights(&model, 1, LinearKind::FfnDown), untouched);
@@ -469,20 +709,56 @@ fn layers_option_limits_pruning() {
 #[test]
 fn embeddings_pruned_only_when_included() {
     for tied in [true, false] {
-        let spec = TinySpec { tied_embeddings: tied, seed: 30, ..TinySpec::default() };
+        let spec = TinySpec {
+            tied_embeddings: tied,
+            seed: 30,
+            ..TinySpec::default()
+        };
         let mut model = DenseModel::from_gguf(&tiny_llama(&spec).unwrap()).unwrap();
-        let config = PruneConfig { include_embeddings: true, ..config(Method::SparseGpt, Pattern::NOfM { n: 2, m: 4 }) };
+        let config = PruneConfig {
+            include_embeddings: true,
+            ..config(Method::SparseGpt, Pattern::NOfM { n: 2, m: 4 })
+        };
         let outcome = run(&mut model, &tiny_calibration(2, 16, 31), &config);
-        let names: Vec<&str> = outcome.report.layers.last().unwrap().matrices.iter().map(|m| m.name.as_str()).collect();
-        let expected: &[&str] = if tied { &["token_embd.weight"] } else { &["output.weight", "token_embd.weight"] };
+        let names: Vec<&str> = outcome
+            .report
+            .layers
+            .last()
+            .unwrap()
+            .matrices
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        let expected: &[&str] = if tied {
+            &["token_embd.weight"]
+        } else {
+            &["output.weight", "token_embd.weight"]
+        };
         assert_eq!(names, expected, "tied: {tied}");
         let embedding = Matrix::from_tensor(model.token_embd.as_tensor()).unwrap();
-        assert_eq!(embedding.n_zeros(), embedding.data.len() / 2, "tied: {tied}");
+        assert_eq!(
+            embedding.n_zeros(),
+            embedding.data.len() / 2,
+            "tied: {tied}"
+        );
 
         let mut dense = DenseModel::from_gguf(&tiny_llama(&spec).unwrap()).unwrap();
-        let outcome = run(&mut dense, &tiny_calibration(2, 16, 31), &PruneConfig { include_embeddings: false, ..config });
+        let outcome = run(
+            &mut dense,
+            &tiny_calibration(2, 16, 31),
+            &PruneConfig {
+                include_embeddings: false,
+                ..config
+            },
+        );
         assert_eq!(outcome.report.layers.len(), 2, "tied: {tied}");
-        assert_eq!(Matrix::from_tensor(dense.token_embd.as_tensor()).unwrap().n_zeros(), 0, "tied: {tied}");
+        assert_eq!(
+            Matrix::from_tensor(dense.token_embd.as_tensor())
+                .unwrap()
+                .n_zeros(),
+            0,
+            "tied: {tied}"
+        );
     }
 }
 
@@ -491,8 +767,18 @@ fn progress_reports_every_layer() {
     let mut model = tiny_model(32);
     let mut calls = Vec::new();
     let clock = || 0.0;
-    let config = PruneConfig { include_embeddings: true, ..PruneConfig::default() };
-    let outcome = prune_model(&mut model, &tiny_calibration(2, 16, 33), &config, Some(&clock), &mut |done, total| calls.push((done, total))).unwrap();
+    let config = PruneConfig {
+        include_embeddings: true,
+        ..PruneConfig::default()
+    };
+    let outcome = prune_model(
+        &mut model,
+        &tiny_calibration(2, 16, 33),
+        &config,
+        Some(&clock),
+        &mut |done, total| calls.push((done, total)),
+    )
+    .unwrap();
     assert_eq!(calls, vec![(0, 3), (1, 3), (2, 3), (3, 3)]);
     assert!(outcome.report.matrices().all(|m| m.ms == Some(0.0)));
 }
@@ -501,18 +787,78 @@ fn progress_reports_every_layer() {
 fn bad_configs_are_rejected() {
     let calibration = tiny_calibration(2, 16, 34);
     let cases: Vec<(PruneConfig, Vec<Vec<u32>>, &str)> = vec![
-        (config(Method::Wanda, Pattern::Unstructured { sparsity: 1.2 }), calibration.clone(), "invalid sparsity: must be in [0, 1), got 1.2"),
-        (config(Method::Wanda, Pattern::Unstructured { sparsity: 1.0 }), calibration.clone(), "got 1"),
-        (config(Method::Wanda, Pattern::Unstructured { sparsity: -0.1 }), calibration.clone(), "got -0.1"),
-        (config(Method::Wanda, Pattern::NOfM { n: 4, m: 4 }), calibration.clone(), "N:M needs 1 <= N < M, got 4:4"),
-        (config(Method::Magnitude, Pattern::NOfM { n: 2, m: 5 }), calibration.clone(), "M = 5 does not divide the input width 64"),
-        (config(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }), vec![], "wanda needs calibration samples, got none"),
-        (config(Method::SparseGpt, Pattern::Unstructured { sparsity: 0.5 }), vec![vec![5; 16], vec![5; 15]], "sample 2 has 15 tokens"),
-        (config(Method::SparseGpt, Pattern::Unstructured { sparsity: 0.5 }), vec![vec![5, 9999]], "token id 9999 is outside the vocabulary"),
-        (PruneConfig { scope: Some(Scope::Global), ..config(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }) }, calibration.clone(), "Global is not available for wanda"),
-        (PruneConfig { scope: Some(Scope::Row), ..config(Method::SparseGpt, Pattern::Unstructured { sparsity: 0.5 }) }, calibration.clone(), "SparseGPT chooses its mask per block"),
-        (PruneConfig { layers: Some(1..5), ..PruneConfig::default() }, calibration.clone(), "1..5 reaches past the model's 2 layers"),
-        (PruneConfig { damping: -1.0, ..PruneConfig::default() }, calibration.clone(), "damping"),
+        (
+            config(Method::Wanda, Pattern::Unstructured { sparsity: 1.2 }),
+            calibration.clone(),
+            "invalid sparsity: must be in [0, 1), got 1.2",
+        ),
+        (
+            config(Method::Wanda, Pattern::Unstructured { sparsity: 1.0 }),
+            calibration.clone(),
+            "got 1",
+        ),
+        (
+            config(Method::Wanda, Pattern::Unstructured { sparsity: -0.1 }),
+            calibration.clone(),
+            "got -0.1",
+        ),
+        (
+            config(Method::Wanda, Pattern::NOfM { n: 4, m: 4 }),
+            calibration.clone(),
+            "N:M needs 1 <= N < M, got 4:4",
+        ),
+        (
+            config(Method::Magnitude, Pattern::NOfM { n: 2, m: 5 }),
+            calibration.clone(),
+            "M = 5 does not divide the input width 64",
+        ),
+        (
+            config(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 }),
+            vec![],
+            "wanda needs calibration samples, got none",
+        ),
+        (
+            config(Method::SparseGpt, Pattern::Unstructured { sparsity: 0.5 }),
+            vec![vec![5; 16], vec![5; 15]],
+            "sample 2 has 15 tokens",
+        ),
+        (
+            config(Method::SparseGpt, Pattern::Unstructured { sparsity: 0.5 }),
+            vec![vec![5, 9999]],
+            "token id 9999 is outside the vocabulary",
+        ),
+        (
+            PruneConfig {
+                scope: Some(Scope::Global),
+                ..config(Method::Wanda, Pattern::Unstructured { sparsity: 0.5 })
+            },
+            calibration.clone(),
+            "Global is not available for wanda",
+        ),
+        (
+            PruneConfig {
+                scope: Some(Scope::Row),
+                ..config(Method::SparseGpt, Pattern::Unstructured { sparsity: 0.5 })
+            },
+            calibration.clone(),
+            "SparseGPT chooses its mask per block",
+        ),
+        (
+            PruneConfig {
+                layers: Some(1..5),
+                ..PruneConfig::default()
+            },
+            calibration.clone(),
+            "1..5 reaches past the model's 2 layers",
+        ),
+        (
+            PruneConfig {
+                damping: -1.0,
+                ..PruneConfig::default()
+            },
+            calibration.clone(),
+            "damping",
+        ),
     ];
     for (config, calibration, expected) in cases {
         let mut model = tiny_model(35);
@@ -522,18 +868,31 @@ fn bad_configs_are_rejected() {
             Err(e) => e.to_string(),
         };
         assert!(err.contains(expected), "{err}");
-        assert_eq!(weights(&model, 0, LinearKind::AttnQ), before, "a rejected config changed weights: {expected}");
+        assert_eq!(
+            weights(&model, 0, LinearKind::AttnQ),
+            before,
+            "a rejected config changed weights: {expected}"
+        );
     }
 }
 
 /// Calibration windows from the chatterbot corpus, tokenized for SmolLM2.
-fn smollm2_calibration(gguf: &prunechat::gguf::Gguf, n_samples: usize, seq_len: usize) -> Vec<Vec<u32>> {
+fn smollm2_calibration(
+    gguf: &prunechat::gguf::Gguf,
+    n_samples: usize,
+    seq_len: usize,
+) -> Vec<Vec<u32>> {
     let tokenizer = prunechat::tokenizer::Tokenizer::from_gguf(gguf).unwrap();
     let template = prunechat::chat_template::ChatTemplate::from_gguf(gguf, &tokenizer).unwrap();
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/chatterbot-corpus/english");
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/chatterbot-corpus/english");
     let corpus = select_split(load_corpus(dir).unwrap(), Split::Calibration, 0.1, 0).unwrap();
     let stream = tokenize_corpus(&corpus, &tokenizer, &template).unwrap();
-    calibration_windows(&stream, n_samples, seq_len, 0).unwrap().into_iter().map(|w| w.tokens).collect()
+    calibration_windows(&stream, n_samples, seq_len, 0)
+        .unwrap()
+        .into_iter()
+        .map(|w| w.tokens)
+        .collect()
 }
 
 #[test]
@@ -548,12 +907,28 @@ fn sparsegpt_error_not_above_magnitude_smollm2() {
         (Method::SparseGpt, Pattern::NOfM { n: 2, m: 4 }),
     ] {
         let mut model = DenseModel::from_gguf(&gguf).unwrap();
-        let outcome = run(&mut model, &calibration, &PruneConfig { layers: Some(0..2), ..config(method, pattern) });
-        errors.push(outcome.report.matrices().map(|m| (m.name.clone(), m.reconstruction_error.unwrap())).collect::<Vec<_>>());
+        let outcome = run(
+            &mut model,
+            &calibration,
+            &PruneConfig {
+                layers: Some(0..2),
+                ..config(method, pattern)
+            },
+        );
+        errors.push(
+            outcome
+                .report
+                .matrices()
+                .map(|m| (m.name.clone(), m.reconstruction_error.unwrap()))
+                .collect::<Vec<_>>(),
+        );
     }
     for (magnitude, sparsegpt) in [(&errors[0], &errors[1]), (&errors[2], &errors[3])] {
         for ((name, m), (_, s)) in magnitude.iter().zip(sparsegpt) {
-            assert!(s <= m, "{name}: SparseGPT error {s} exceeds magnitude's {m}");
+            assert!(
+                s <= m,
+                "{name}: SparseGPT error {s} exceeds magnitude's {m}"
+            );
         }
     }
 }

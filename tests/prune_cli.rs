@@ -13,7 +13,11 @@ fn prunechat(args: &[&str]) -> (i32, String, String) {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("the CLI runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Creates a scratch directory with a tiny model and a calibration text.
@@ -22,13 +26,25 @@ fn setup(name: &str) -> (PathBuf, String, String) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let model = dir.join("tiny.gguf");
-    tiny_llama(&TinySpec::default()).unwrap().write(&model).unwrap();
+    tiny_llama(&TinySpec::default())
+        .unwrap()
+        .write(&model)
+        .unwrap();
     let text: Vec<String> = (0..40)
-        .map(|i| format!("Paragraph {i} talks about pruning weights number {}, and then it ends here.", i * 7))
+        .map(|i| {
+            format!(
+                "Paragraph {i} talks about pruning weights number {}, and then it ends here.",
+                i * 7
+            )
+        })
         .collect();
     let calib = dir.join("calib.txt");
     std::fs::write(&calib, text.join("\n\n")).unwrap();
-    (dir, model.to_str().unwrap().to_string(), calib.to_str().unwrap().to_string())
+    (
+        dir,
+        model.to_str().unwrap().to_string(),
+        calib.to_str().unwrap().to_string(),
+    )
 }
 
 fn path(dir: &Path, name: &str) -> String {
@@ -47,10 +63,32 @@ fn leftover_temporary_files(dir: &Path) -> Vec<String> {
 #[test]
 fn prune_then_eval_tiny_model() {
     let (dir, model, calib) = setup("cli_prune_then_eval");
-    let (out, sparse_out, report) = (path(&dir, "out.gguf"), path(&dir, "out.psparse"), path(&dir, "report.json"));
+    let (out, sparse_out, report) = (
+        path(&dir, "out.gguf"),
+        path(&dir, "out.psparse"),
+        path(&dir, "report.json"),
+    );
     let (code, stdout, stderr) = prunechat(&[
-        "prune", &model, "--method", "wanda", "--sparsity", "0.5", "--calib", &calib, "--n-samples", "4", "--seq-len", "32",
-        "--out", &out, "--sparse-out", &sparse_out, "--report", &report, "--to", "f32",
+        "prune",
+        &model,
+        "--method",
+        "wanda",
+        "--sparsity",
+        "0.5",
+        "--calib",
+        &calib,
+        "--n-samples",
+        "4",
+        "--seq-len",
+        "32",
+        "--out",
+        &out,
+        "--sparse-out",
+        &sparse_out,
+        "--report",
+        &report,
+        "--to",
+        "f32",
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("attn_q"), "{stdout}");
@@ -58,25 +96,49 @@ fn prune_then_eval_tiny_model() {
     assert!(stdout.contains("50.00% of"), "{stdout}");
     assert!(stdout.contains(&format!("wrote {out}")), "{stdout}");
     assert!(stdout.contains(&format!("wrote {sparse_out}")), "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(report["sparsity"], 0.5);
     assert_eq!(report["report"]["layers"].as_array().unwrap().len(), 2);
-    assert_eq!(report["gguf"]["bytes"], std::fs::metadata(&out).unwrap().len());
+    assert_eq!(
+        report["gguf"]["bytes"],
+        std::fs::metadata(&out).unwrap().len()
+    );
 
     // Both files load, with the same sparsity and (F32 vs F16 values) nearly the same perplexity.
     let (code, stdout, stderr) = prunechat(&[
-        "eval", &out, &sparse_out, "--data", &calib, "--split", "all", "--window", "64", "--reference", &model, "--json",
+        "eval",
+        &out,
+        &sparse_out,
+        "--data",
+        &calib,
+        "--split",
+        "all",
+        "--window",
+        "64",
+        "--reference",
+        &model,
+        "--json",
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 2, "{stdout}");
     for row in &rows {
         assert_eq!(row["sparsity"]["decoder_sparsity"], 0.5, "{row}");
-        assert!(row["perplexity"]["top1_agreement"].as_f64().unwrap() < 1.0, "{row}");
+        assert!(
+            row["perplexity"]["top1_agreement"].as_f64().unwrap() < 1.0,
+            "{row}"
+        );
     }
     let gguf_ppl = rows[0]["perplexity"]["perplexity"].as_f64().unwrap();
     let sparse_ppl = rows[1]["perplexity"]["perplexity"].as_f64().unwrap();
-    assert!((gguf_ppl - sparse_ppl).abs() < 1e-3 * gguf_ppl, "{gguf_ppl} vs {sparse_ppl}");
+    assert!(
+        (gguf_ppl - sparse_ppl).abs() < 1e-3 * gguf_ppl,
+        "{gguf_ppl} vs {sparse_ppl}"
+    );
 
     let (code, stdout, stderr) = prunechat(&["info", &sparse_out]);
     assert_eq!(code, 0, "{stderr}");
@@ -88,10 +150,25 @@ fn prune_then_eval_tiny_model() {
 fn prune_uses_default_calibration_corpus() {
     let (dir, model, _) = setup("cli_default_calibration");
     let out = path(&dir, "out.gguf");
-    let (code, stdout, stderr) =
-        prunechat(&["prune", &model, "--method", "sparsegpt", "--pattern", "2:4", "--n-samples", "2", "--seq-len", "64", "--out", &out]);
+    let (code, stdout, stderr) = prunechat(&[
+        "prune",
+        &model,
+        "--method",
+        "sparsegpt",
+        "--pattern",
+        "2:4",
+        "--n-samples",
+        "2",
+        "--seq-len",
+        "64",
+        "--out",
+        &out,
+    ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("data/chatterbot-corpus/english (calibration split)"), "{stderr}");
+    assert!(
+        stderr.contains("data/chatterbot-corpus/english (calibration split)"),
+        "{stderr}"
+    );
     assert!(stdout.contains("sparsegpt 2:4: 50.00% of"), "{stdout}");
 }
 
@@ -106,22 +183,78 @@ fn prune_rejects_bad_input_without_files() {
     let model_bytes = std::fs::read(&model).unwrap();
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--method", "wanda", "--sparsity", "1.2"], "must be in [0, 1), got 1.2"),
+        (
+            vec!["--method", "wanda", "--sparsity", "1.2"],
+            "must be in [0, 1), got 1.2",
+        ),
         (vec!["--method", "wanda", "--sparsity=-0.5"], "got -0.5"),
-        (vec!["--method", "wanda", "--pattern", "4:4"], "N:M needs 1 <= N < M, got 4:4"),
-        (vec!["--method", "magnitude", "--pattern", "2:5"], "M = 5 does not divide the input width 64"),
-        (vec!["--method", "wanda", "--pattern", "two:four"], "neither \"unstructured\" nor N:M"),
-        (vec!["--method", "wanda", "--sparsity", "0.6", "--pattern", "2:4"], "--sparsity 0.6 contradicts --pattern 2:4"),
+        (
+            vec!["--method", "wanda", "--pattern", "4:4"],
+            "N:M needs 1 <= N < M, got 4:4",
+        ),
+        (
+            vec!["--method", "magnitude", "--pattern", "2:5"],
+            "M = 5 does not divide the input width 64",
+        ),
+        (
+            vec!["--method", "wanda", "--pattern", "two:four"],
+            "neither \"unstructured\" nor N:M",
+        ),
+        (
+            vec!["--method", "wanda", "--sparsity", "0.6", "--pattern", "2:4"],
+            "--sparsity 0.6 contradicts --pattern 2:4",
+        ),
         (vec!["--method", "wanda"], "--sparsity is required"),
-        (vec!["--method", "obs", "--sparsity", "0.5"], "\"obs\" is not one of: magnitude, wanda, sparsegpt"),
-        (vec!["--method", "wanda", "--sparsity", "0.5", "--scope", "global"], "Global is not available for wanda"),
-        (vec!["--method", "wanda", "--sparsity", "0.5", "--calib", "/nonexistent/calib.txt"], "/nonexistent/calib.txt"),
-        (vec!["--method", "wanda", "--sparsity", "0.5", "--calib", &empty], "empty.txt is empty"),
-        (vec!["--method", "wanda", "--sparsity", "0.5", "--calib", &short], "fewer than the 128 requested"),
-        (vec!["--method", "wanda", "--sparsity", "0.5", "--layers", "0..9"], "0..9 reaches past the model's 2 layers"),
+        (
+            vec!["--method", "obs", "--sparsity", "0.5"],
+            "\"obs\" is not one of: magnitude, wanda, sparsegpt",
+        ),
+        (
+            vec![
+                "--method",
+                "wanda",
+                "--sparsity",
+                "0.5",
+                "--scope",
+                "global",
+            ],
+            "Global is not available for wanda",
+        ),
+        (
+            vec![
+                "--method",
+                "wanda",
+                "--sparsity",
+                "0.5",
+                "--calib",
+                "/nonexistent/calib.txt",
+            ],
+            "/nonexistent/calib.txt",
+        ),
+        (
+            vec!["--method", "wanda", "--sparsity", "0.5", "--calib", &empty],
+            "empty.txt is empty",
+        ),
+        (
+            vec!["--method", "wanda", "--sparsity", "0.5", "--calib", &short],
+            "fewer than the 128 requested",
+        ),
+        (
+            vec!["--method", "wanda", "--sparsity", "0.5", "--layers", "0..9"],
+            "0..9 reaches past the model's 2 layers",
+        ),
     ];
     for (options, expected) in cases {
-        let mut args = vec!["prune", &model, "--n-samples", "4", "--seq-len", "32", "--out", &out];
+        let mut args = vec![
+            "prune",
+            &model,
+            "--n-samples",
+            "4",
+            "--seq-len",
+            "32",
+            "--out",
+            &out,
+        ];
         if !options.contains(&"--calib") {
             args.extend(["--calib", calib.as_str()]);
         }
@@ -131,33 +264,77 @@ fn prune_rejects_bad_input_without_files() {
         assert!(stderr.contains(expected), "{options:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{options:?}: {stderr}");
         assert!(!Path::new(&out).exists(), "{options:?} left {out}");
-        assert!(leftover_temporary_files(&dir).is_empty(), "{options:?} left temporary files");
+        assert!(
+            leftover_temporary_files(&dir).is_empty(),
+            "{options:?} left temporary files"
+        );
     }
 
     let missing_dir_out = path(&dir, "missing/out.gguf");
     let output_cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--out", &model], "is the input file"),
         (vec!["--out", &missing_dir_out], "does not exist"),
-        (vec!["--out", &out, "--sparse-out", &out], "is given for two outputs"),
+        (
+            vec!["--out", &out, "--sparse-out", &out],
+            "is given for two outputs",
+        ),
     ];
     for (options, expected) in output_cases {
-        let mut args = vec!["prune", &model, "--method", "magnitude", "--sparsity", "0.5", "--calib", &calib];
+        let mut args = vec![
+            "prune",
+            &model,
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--calib",
+            &calib,
+        ];
         args.extend(options.iter().copied());
         let (code, _, stderr) = prunechat(&args);
         assert_eq!(code, 1, "{options:?}: {stderr}");
         assert!(stderr.contains(expected), "{options:?}: {stderr}");
         assert!(!Path::new(&out).exists(), "{options:?} left {out}");
     }
-    assert_eq!(std::fs::read(&model).unwrap(), model_bytes, "the input model is untouched");
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        model_bytes,
+        "the input model is untouched"
+    );
 
-    let (code, _, stderr) = prunechat(&["prune", &path(&dir, "missing.gguf"), "--method", "magnitude", "--sparsity", "0.5", "--out", &out]);
+    let (code, _, stderr) = prunechat(&[
+        "prune",
+        &path(&dir, "missing.gguf"),
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--out",
+        &out,
+    ]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("missing.gguf: model file not found"), "{stderr}");
+    assert!(
+        stderr.contains("missing.gguf: model file not found"),
+        "{stderr}"
+    );
 
     // --force allows writing over the input.
     let (code, _, stderr) = prunechat(&[
-        "prune", &model, "--method", "magnitude", "--sparsity", "0.5", "--calib", &calib, "--n-samples", "4", "--seq-len", "32",
-        "--out", &model, "--force",
+        "prune",
+        &model,
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--calib",
+        &calib,
+        "--n-samples",
+        "4",
+        "--seq-len",
+        "32",
+        "--out",
+        &model,
+        "--force",
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert_ne!(std::fs::read(&model).unwrap(), model_bytes);
@@ -167,12 +344,37 @@ fn prune_rejects_bad_input_without_files() {
 fn eval_rejects_bad_input() {
     let (dir, model, calib) = setup("cli_eval_bad_input");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["eval", &model, "--data", "/nonexistent/data.txt"], "/nonexistent/data.txt"),
-        (vec!["eval", &model, "--data", &calib, "--window", "1"], "must be at least 2 tokens, got 1"),
-        (vec!["eval", &model, "--data", &calib, "--max-windows", "0"], "--max-windows must be at least 1"),
-        (vec!["eval", &model, "--data", &calib, "--split", "test"], "\"test\" is not one of: calibration, held-out, all"),
-        (vec!["eval", "/nonexistent/model.gguf", "--data", &calib], "model file not found"),
-        (vec!["eval", &model, "--data", &calib, "--reference", "/nonexistent/ref.gguf"], "ref.gguf: model file not found"),
+        (
+            vec!["eval", &model, "--data", "/nonexistent/data.txt"],
+            "/nonexistent/data.txt",
+        ),
+        (
+            vec!["eval", &model, "--data", &calib, "--window", "1"],
+            "must be at least 2 tokens, got 1",
+        ),
+        (
+            vec!["eval", &model, "--data", &calib, "--max-windows", "0"],
+            "--max-windows must be at least 1",
+        ),
+        (
+            vec!["eval", &model, "--data", &calib, "--split", "test"],
+            "\"test\" is not one of: calibration, held-out, all",
+        ),
+        (
+            vec!["eval", "/nonexistent/model.gguf", "--data", &calib],
+            "model file not found",
+        ),
+        (
+            vec![
+                "eval",
+                &model,
+                "--data",
+                &calib,
+                "--reference",
+                "/nonexistent/ref.gguf",
+            ],
+            "ref.gguf: model file not found",
+        ),
     ];
     for (args, expected) in cases {
         let (code, _, stderr) = prunechat(&args);

@@ -11,24 +11,42 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[wasm_bindgen_test]
 fn cached_decode_equals_full_forward() {
     // Q8_0 weights take the wasm SIMD dot-product path; F32 the plain one.
     for (dtype, tolerance) in [(GgmlDType::F32, 1e-4f32), (GgmlDType::Q8_0, 1e-3)] {
-        let spec = TinySpec { dtype, layers: vec![(4, 2, 96), (6, 3, 64)], ..TinySpec::default() };
+        let spec = TinySpec {
+            dtype,
+            layers: vec![(4, 2, 96), (6, 3, 64)],
+            ..TinySpec::default()
+        };
         let model = Model::from_gguf(tiny_llama(&spec).unwrap()).unwrap();
         let tokens: Vec<u32> = (0..24).map(|i| (i * 7 + 3) % 259).collect();
 
         let mut cache = KvCache::new(model.config(), 64);
-        let full: Vec<Vec<f32>> = model.forward_all(&tokens, &mut cache).unwrap().to_vec2().unwrap();
+        let full: Vec<Vec<f32>> = model
+            .forward_all(&tokens, &mut cache)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         let mut cache = KvCache::new(model.config(), 64);
         for (pos, &t) in tokens.iter().enumerate() {
-            let step: Vec<f32> = model.forward_last(&[t], &mut cache).unwrap().to_vec1().unwrap();
+            let step: Vec<f32> = model
+                .forward_last(&[t], &mut cache)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             let diff = max_abs_diff(&step, &full[pos]);
-            assert!(diff <= tolerance, "{dtype:?}: position {pos} differs by {diff}");
+            assert!(
+                diff <= tolerance,
+                "{dtype:?}: position {pos} differs by {diff}"
+            );
         }
     }
 }
@@ -37,9 +55,18 @@ fn cached_decode_equals_full_forward() {
 fn sampler_is_seeded_and_greedy_is_argmax() {
     let logits: Vec<f32> = (0..50).map(|i| ((i * 31) % 17) as f32 * 0.25).collect();
     let mut greedy = Sampler::new(SamplingParams::greedy(4)).unwrap();
-    assert_eq!(greedy.sample(&logits, &[]), prunechat::sampler::argmax(&logits));
+    assert_eq!(
+        greedy.sample(&logits, &[]),
+        prunechat::sampler::argmax(&logits)
+    );
 
-    let params = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 9, ..SamplingParams::default() };
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 9,
+        ..SamplingParams::default()
+    };
     let draw = || {
         let mut s = Sampler::new(params.clone()).unwrap();
         (0..20).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
@@ -49,14 +76,24 @@ fn sampler_is_seeded_and_greedy_is_argmax() {
 
 #[wasm_bindgen_test]
 fn chat_engine_runs_a_turn() {
-    let bytes = tiny_llama(&TinySpec { dtype: GgmlDType::Q8_0, ..TinySpec::default() }).unwrap().to_bytes().unwrap();
+    let bytes = tiny_llama(&TinySpec {
+        dtype: GgmlDType::Q8_0,
+        ..TinySpec::default()
+    })
+    .unwrap()
+    .to_bytes()
+    .unwrap();
     let mut engine = ChatEngine::new(&bytes, 128).unwrap();
     let info: serde_json::Value = serde_json::from_str(&engine.info().unwrap()).unwrap();
     assert_eq!(info["n_layers"], 2);
     assert_eq!(info["chat_template"], "chatml-fallback");
 
-    let start: serde_json::Value =
-        serde_json::from_str(&engine.start_turn("hello", "", r#"{"temperature":0,"max_new_tokens":6}"#).unwrap()).unwrap();
+    let start: serde_json::Value = serde_json::from_str(
+        &engine
+            .start_turn("hello", "", r#"{"temperature":0,"max_new_tokens":6}"#)
+            .unwrap(),
+    )
+    .unwrap();
     assert!(start["prompt_tokens"].as_u64().unwrap() > 5);
     let mut steps = 0;
     loop {
@@ -75,16 +112,30 @@ fn chat_engine_runs_a_turn() {
 #[wasm_bindgen_test]
 fn chat_engine_rejects_bad_input_without_panicking() {
     assert!(ChatEngine::new(b"not a model file", 128).is_err());
-    let bytes = tiny_llama(&TinySpec::default()).unwrap().to_bytes().unwrap();
-    assert!(ChatEngine::new(&bytes[..bytes.len() / 2], 128).is_err(), "a truncated file");
+    let bytes = tiny_llama(&TinySpec::default())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    assert!(
+        ChatEngine::new(&bytes[..bytes.len() / 2], 128).is_err(),
+        "a truncated file"
+    );
 
     let mut engine = ChatEngine::new(&bytes, 128).unwrap();
     assert!(engine.start_turn("", "", "{}").is_err(), "an empty prompt");
-    assert!(engine.start_turn("hi", "", "{not json").is_err(), "malformed settings");
-    assert!(engine.start_turn("hi", "", r#"{"top_p": 2}"#).is_err(), "top_p out of range");
+    assert!(
+        engine.start_turn("hi", "", "{not json").is_err(),
+        "malformed settings"
+    );
+    assert!(
+        engine.start_turn("hi", "", r#"{"top_p": 2}"#).is_err(),
+        "top_p out of range"
+    );
     assert!(engine.next_token().is_err(), "no turn in progress");
     // The engine still works afterwards.
-    engine.start_turn("hi", "", r#"{"temperature":0,"max_new_tokens":2}"#).unwrap();
+    engine
+        .start_turn("hi", "", r#"{"temperature":0,"max_new_tokens":2}"#)
+        .unwrap();
     engine.next_token().unwrap();
 }
 
@@ -105,7 +156,13 @@ fn chat_jsonl() -> String {
 #[wasm_bindgen_test]
 fn lora_fine_tuning_lowers_the_loss_in_the_browser() {
     use prunechat::wasm_train::FineTuner;
-    let model = tiny_llama(&TinySpec { context_length: 128, ..TinySpec::default() }).unwrap().to_bytes().unwrap();
+    let model = tiny_llama(&TinySpec {
+        context_length: 128,
+        ..TinySpec::default()
+    })
+    .unwrap()
+    .to_bytes()
+    .unwrap();
     let config = r#"{"steps": 12, "batch_size": 4, "seq_len": 64, "lr": 0.02, "warmup_steps": 0, "lora": {"rank": 4, "alpha": 8, "targets": ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]}}"#;
     let mut tuner = FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", config, 0.0, &[]).unwrap();
     let info: serde_json::Value = serde_json::from_str(&tuner.info()).unwrap();
@@ -117,11 +174,24 @@ fn lora_fine_tuning_lowers_the_loss_in_the_browser() {
         losses.push(report["loss"].as_f64().unwrap());
     }
     assert_eq!(losses.len(), 12);
-    assert!(losses[11] < losses[0] - 1.0, "loss went from {} to {}", losses[0], losses[11]);
+    assert!(
+        losses[11] < losses[0] - 1.0,
+        "loss went from {} to {}",
+        losses[0],
+        losses[11]
+    );
 
     // A checkpoint resumes, and the export is a model the chat engine loads.
     let checkpoint = tuner.checkpoint().unwrap();
-    assert!(FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", config, 0.0, &checkpoint).is_ok());
+    assert!(FineTuner::new(
+        &model,
+        &chat_jsonl(),
+        "chats.jsonl",
+        config,
+        0.0,
+        &checkpoint
+    )
+    .is_ok());
     let exported = tuner.export("q8_0").unwrap();
     assert!(ChatEngine::new(&exported, 64).is_ok());
     assert!(tuner.step().is_err(), "an exported run cannot step");
@@ -130,10 +200,46 @@ fn lora_fine_tuning_lowers_the_loss_in_the_browser() {
 #[wasm_bindgen_test]
 fn fine_tuner_rejects_bad_input() {
     use prunechat::wasm_train::FineTuner;
-    let model = tiny_llama(&TinySpec::default()).unwrap().to_bytes().unwrap();
-    assert!(FineTuner::new(&model, "", "empty.txt", "{}", 0.0, &[]).is_err(), "empty data");
-    assert!(FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", "{\"steps\": 0}", 0.0, &[]).is_err(), "zero steps");
-    assert!(FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", "{\"stepz\": 3}", 0.0, &[]).is_err(), "unknown setting");
+    let model = tiny_llama(&TinySpec::default())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    assert!(
+        FineTuner::new(&model, "", "empty.txt", "{}", 0.0, &[]).is_err(),
+        "empty data"
+    );
+    assert!(
+        FineTuner::new(
+            &model,
+            &chat_jsonl(),
+            "chats.jsonl",
+            "{\"steps\": 0}",
+            0.0,
+            &[]
+        )
+        .is_err(),
+        "zero steps"
+    );
+    assert!(
+        FineTuner::new(
+            &model,
+            &chat_jsonl(),
+            "chats.jsonl",
+            "{\"stepz\": 3}",
+            0.0,
+            &[]
+        )
+        .is_err(),
+        "unknown setting"
+    );
     assert!(FineTuner::new(b"not a model", &chat_jsonl(), "chats.jsonl", "{}", 0.0, &[]).is_err());
-    assert!(FineTuner::new(&model, &chat_jsonl(), "chats.jsonl", "{}", 0.0, b"bad checkpoint").is_err());
+    assert!(FineTuner::new(
+        &model,
+        &chat_jsonl(),
+        "chats.jsonl",
+        "{}",
+        0.0,
+        b"bad checkpoint"
+    )
+    .is_err());
 }

@@ -98,12 +98,21 @@ pub fn run(args: ChatArgs) -> Result<()> {
     }
 }
 
-fn reply(session: &mut ChatSession, message: &str, args: &ChatArgs, params: &SamplingParams) -> Result<()> {
+fn reply(
+    session: &mut ChatSession,
+    message: &str,
+    args: &ChatArgs,
+    params: &SamplingParams,
+) -> Result<()> {
     let t0 = Instant::now();
     let start = session.start_turn(message, args.system.as_deref(), params.clone())?;
     let prefill_s = t0.elapsed().as_secs_f64();
     if start.dropped_turns > 0 {
-        eprintln!("(dropped the {} oldest exchange(s) to fit the context of {} tokens)", start.dropped_turns, session.info().max_context);
+        eprintln!(
+            "(dropped the {} oldest exchange(s) to fit the context of {} tokens)",
+            start.dropped_turns,
+            session.info().max_context
+        );
     }
 
     let mut stdout = std::io::stdout().lock();
@@ -120,7 +129,10 @@ fn reply(session: &mut ChatSession, message: &str, args: &ChatArgs, params: &Sam
     let decode_s = t1.elapsed().as_secs_f64();
 
     if reason == StopReason::ContextFull {
-        eprintln!("(the reply stopped because the context of {} tokens is full)", session.info().max_context);
+        eprintln!(
+            "(the reply stopped because the context of {} tokens is full)",
+            session.info().max_context
+        );
     }
     if args.stats {
         eprintln!(

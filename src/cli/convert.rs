@@ -29,7 +29,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let input_bytes = gguf.file_bytes;
 
     let bar = ProgressBar::new(gguf.tensors.len() as u64);
-    bar.set_style(ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} tensors").expect("static template"));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} tensors")
+            .expect("static template"),
+    );
     let (converted, report) = convert(gguf, target, |done, _, name| {
         bar.set_position(done as u64);
         bar.set_message(name.to_string());
@@ -38,8 +41,11 @@ pub fn run(args: ConvertArgs) -> Result<()> {
 
     let bytes = converted.write(&args.output)?;
     let changed = report.iter().filter(|r| r.from != r.to).count();
-    let fallback: Vec<&str> =
-        report.iter().filter(|r| r.to == "F16" && !args.to.eq_ignore_ascii_case("f16")).map(|r| r.name.as_str()).collect();
+    let fallback: Vec<&str> = report
+        .iter()
+        .filter(|r| r.to == "F16" && !args.to.eq_ignore_ascii_case("f16"))
+        .map(|r| r.name.as_str())
+        .collect();
     println!(
         "wrote {} ({}, was {}): {changed} of {} tensors converted to {}",
         args.output.display(),
@@ -49,7 +55,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         args.to.to_ascii_uppercase()
     );
     if !fallback.is_empty() {
-        println!("stored as F16 because their rows do not fill whole blocks: {}", fallback.join(", "));
+        println!(
+            "stored as F16 because their rows do not fill whole blocks: {}",
+            fallback.join(", ")
+        );
     }
     Ok(())
 }

@@ -6,7 +6,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use prunechat::data::{evaluation_windows, Split, DEFAULT_EVAL_FRACTION, DEFAULT_SPLIT_SEED};
-use prunechat::eval::{model_for_evaluation, perplexity, predict, sparsity, PerplexityReport, SparsityReport};
+use prunechat::eval::{
+    model_for_evaluation, perplexity, predict, sparsity, PerplexityReport, SparsityReport,
+};
 use prunechat::sparse::open_model;
 
 /// Window length used when `--window` is not given.
@@ -60,9 +62,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
 
     let first = open_model(&args.models[0])?;
     let vocab_size = prunechat::model::Config::from_gguf(&first)?.vocab_size;
-    let stream = super::load_tokens(&first, &args.data, split, args.eval_fraction, args.split_seed)?;
+    let stream = super::load_tokens(
+        &first,
+        &args.data,
+        split,
+        args.eval_fraction,
+        args.split_seed,
+    )?;
     drop(first);
-    let mut windows: Vec<Vec<u32>> = evaluation_windows(&stream, args.window)?.into_iter().map(|w| w.tokens).collect();
+    let mut windows: Vec<Vec<u32>> = evaluation_windows(&stream, args.window)?
+        .into_iter()
+        .map(|w| w.tokens)
+        .collect();
     if let Some(max) = args.max_windows {
         windows.truncate(max);
     }
@@ -77,7 +88,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
             check_vocabulary(&gguf, vocab_size, path)?;
             let model = model_for_evaluation(gguf)?;
             let bar = progress_bar(windows.len(), "reference");
-            let predictions = predict(&model, &windows, &mut |done, _| bar.set_position(done as u64))?;
+            let predictions = predict(&model, &windows, &mut |done, _| {
+                bar.set_position(done as u64)
+            })?;
             bar.finish_and_clear();
             Some(predictions)
         }
@@ -91,7 +104,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let model = model_for_evaluation(gguf)?;
         let bar = progress_bar(windows.len(), "evaluating");
         let started = Instant::now();
-        let report = perplexity(&model, &windows, reference.as_ref(), &mut |done, _| bar.set_position(done as u64))?;
+        let report = perplexity(&model, &windows, reference.as_ref(), &mut |done, _| {
+            bar.set_position(done as u64)
+        })?;
         let seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
 
@@ -113,7 +128,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn check_vocabulary(gguf: &prunechat::gguf::Gguf, vocab_size: usize, path: &std::path::Path) -> Result<()> {
+fn check_vocabulary(
+    gguf: &prunechat::gguf::Gguf,
+    vocab_size: usize,
+    path: &std::path::Path,
+) -> Result<()> {
     let size = prunechat::model::Config::from_gguf(gguf)?.vocab_size;
     if size != vocab_size {
         bail!("{}: vocabulary of {size} tokens differs from the first model's {vocab_size}; all models need the same tokenizer", path.display());
@@ -128,16 +147,33 @@ fn progress_bar(len: usize, label: &str) -> ProgressBar {
     bar
 }
 
-fn print_tables(path: &std::path::Path, source: &str, n_tokens: usize, report: &PerplexityReport, sparsity: &SparsityReport, seconds: f64) {
-    println!("model             {} ({})", path.display(), super::megabytes(sparsity.file_bytes));
+fn print_tables(
+    path: &std::path::Path,
+    source: &str,
+    n_tokens: usize,
+    report: &PerplexityReport,
+    sparsity: &SparsityReport,
+    seconds: f64,
+) {
+    println!(
+        "model             {} ({})",
+        path.display(),
+        super::megabytes(sparsity.file_bytes)
+    );
     println!("data              {source}: {n_tokens} tokens");
     println!(
         "windows           {} of up to {} tokens, {} tokens scored (the first token of each window is context only)",
         report.n_windows, report.window, report.n_predicted
     );
     println!("perplexity        {:.3}", report.perplexity);
-    if let (Some(reference_ppl), Some(agreement)) = (report.reference_perplexity, report.top1_agreement) {
-        println!("reference         {:.3} ({:.2}x of reference)", reference_ppl, report.perplexity / reference_ppl);
+    if let (Some(reference_ppl), Some(agreement)) =
+        (report.reference_perplexity, report.top1_agreement)
+    {
+        println!(
+            "reference         {:.3} ({:.2}x of reference)",
+            reference_ppl,
+            report.perplexity / reference_ppl
+        );
         println!("top-1 agreement   {:.2}%", agreement * 100.0);
     }
     println!(
@@ -146,15 +182,27 @@ fn print_tables(path: &std::path::Path, source: &str, n_tokens: usize, report: &
         sparsity.n_nonzero_params as f64 / 1e6,
         (1.0 - sparsity.n_nonzero_params as f64 / sparsity.n_params as f64) * 100.0
     );
-    println!("decoder sparsity  {:.2}%", sparsity.decoder_sparsity * 100.0);
+    println!(
+        "decoder sparsity  {:.2}%",
+        sparsity.decoder_sparsity * 100.0
+    );
     println!("time              {seconds:.1} s");
     println!();
     println!("{:>5}  {:>9}", "layer", "sparsity");
     for entry in &sparsity.layers {
-        println!("{:>5}  {:>8.2}%", entry.layer.map_or("-".into(), |l| l.to_string()), entry.sparsity * 100.0);
+        println!(
+            "{:>5}  {:>8.2}%",
+            entry.layer.map_or("-".into(), |l| l.to_string()),
+            entry.sparsity * 100.0
+        );
     }
     for entry in &sparsity.embeddings {
-        println!("{:>5}  {:>8.2}%  {}", "-", entry.sparsity * 100.0, entry.name.as_deref().unwrap_or(""));
+        println!(
+            "{:>5}  {:>8.2}%  {}",
+            "-",
+            entry.sparsity * 100.0,
+            entry.name.as_deref().unwrap_or("")
+        );
     }
     println!();
 }

@@ -7,9 +7,9 @@ use prunechat::chat_template::ChatTemplate;
 use prunechat::convert::parse_target;
 use prunechat::data::load_corpus;
 use prunechat::fsutil::check_output_path;
-use prunechat::sparse::open_model;
 use prunechat::model::dense::DenseModel;
 use prunechat::model::lora::LoraConfig;
+use prunechat::sparse::open_model;
 use prunechat::tokenizer::Tokenizer;
 use prunechat::train::masks::MaskSet;
 use prunechat::train::schedule::{GmpSchedule, PenaltyRamp};
@@ -115,7 +115,10 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         masks.n_pruned()?
     );
 
-    let lora = args.lora_rank.map(|rank| LoraConfig { alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64), ..LoraConfig::new(rank) });
+    let lora = args.lora_rank.map(|rank| LoraConfig {
+        alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
+        ..LoraConfig::new(rank)
+    });
     let default_lr = if lora.is_some() { 1e-3 } else { 5e-5 };
     let mut config = args.train.config(default_lr);
     config.lora = lora;
@@ -140,13 +143,26 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let mut trainer = if args.train.resume {
         let dir = checkpoints.as_ref().expect("checked by checkpoint_dir");
         let (path, bytes) = training::read_latest_checkpoint(dir)?;
-        let trainer = Trainer::resume(model, config, train, eval, &bytes).with_context(|| format!("resuming from {}", path.display()))?;
-        eprintln!("resuming from {} at step {}", path.display(), trainer.step_count());
+        let trainer = Trainer::resume(model, config, train, eval, &bytes)
+            .with_context(|| format!("resuming from {}", path.display()))?;
+        eprintln!(
+            "resuming from {} at step {}",
+            path.display(),
+            trainer.step_count()
+        );
         trainer
     } else {
         Trainer::new(model, config, masks, train, eval)?
     };
-    eprintln!("training {:.2} M values ({})", trainer.n_trained_params() as f64 / 1e6, if args.lora_rank.is_some() { "LoRA adapters" } else { "all weights" });
+    eprintln!(
+        "training {:.2} M values ({})",
+        trainer.n_trained_params() as f64 / 1e6,
+        if args.lora_rank.is_some() {
+            "LoRA adapters"
+        } else {
+            "all weights"
+        }
+    );
 
     let summary = training::run(&mut trainer, &args.train, checkpoints.as_ref())?;
     eprintln!(
@@ -159,7 +175,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let mut model = trainer.into_model()?;
     if args.remove_zeroed {
         let removed = model.remove_zeroed_groups()?;
-        eprintln!("removed {} FFN neurons and {} key/value heads", removed.removed_ffn_neurons(), removed.removed_kv_heads());
+        eprintln!(
+            "removed {} FFN neurons and {} key/value heads",
+            removed.removed_ffn_neurons(),
+            removed.removed_kv_heads()
+        );
     }
     let after = SparsityReport::measure(&model)?;
     let bytes = model.to_gguf(dtype)?.write(&args.out)?;
@@ -175,25 +195,45 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
 fn penalty(args: &FinetuneArgs) -> Result<Option<SparsePenalty>> {
     if args.l1 == 0.0 && args.group_ffn == 0.0 && args.group_kv == 0.0 {
         if args.penalty_ramp.is_some() {
-            return Err(anyhow!("--penalty-ramp needs a penalty: set --l1, --group-ffn or --group-kv"));
+            return Err(anyhow!(
+                "--penalty-ramp needs a penalty: set --l1, --group-ffn or --group-kv"
+            ));
         }
         return Ok(None);
     }
     let ramp = match &args.penalty_ramp {
         None => PenaltyRamp::Constant,
         Some(text) => {
-            let parsed = text.split_once(':').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+            let parsed = text
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
             let (start_step, end_step) = parsed.ok_or_else(|| anyhow!("invalid --penalty-ramp \"{text}\": expected START:END, two step numbers such as 0:500"))?;
-            PenaltyRamp::Linear { start_step, end_step }
+            PenaltyRamp::Linear {
+                start_step,
+                end_step,
+            }
         }
     };
-    Ok(Some(SparsePenalty { l1: args.l1, group_ffn: args.group_ffn, group_kv: args.group_kv, ramp }))
+    Ok(Some(SparsePenalty {
+        l1: args.l1,
+        group_ffn: args.group_ffn,
+        group_kv: args.group_kv,
+        ramp,
+    }))
 }
 
 fn gmp(args: &FinetuneArgs) -> Option<GmpSchedule> {
     let final_sparsity = args.gmp_final?;
     let every = args.gmp_every.max(1);
     let last_step = args.train.steps - args.train.steps / 10;
-    let n_prunes = args.gmp_prunes.unwrap_or_else(|| last_step.saturating_sub(args.gmp_start) / every);
-    Some(GmpSchedule { initial_sparsity: args.gmp_initial, final_sparsity, start_step: args.gmp_start, prune_every: every, n_prunes })
+    let n_prunes = args
+        .gmp_prunes
+        .unwrap_or_else(|| last_step.saturating_sub(args.gmp_start) / every);
+    Some(GmpSchedule {
+        initial_sparsity: args.gmp_initial,
+        final_sparsity,
+        start_step: args.gmp_start,
+        prune_every: every,
+        n_prunes,
+    })
 }

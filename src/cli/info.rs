@@ -42,21 +42,42 @@ pub fn run(args: InfoArgs) -> Result<()> {
     println!("file          {}", args.file.display());
     println!("name          {}", config.name);
     println!("architecture  {}", config.architecture);
-    println!("size          {} ({} bytes)", super::megabytes(gguf.file_bytes), gguf.file_bytes);
-    println!("parameters    {} ({:.1} M)", config.n_params(), config.n_params() as f64 / 1e6);
+    println!(
+        "size          {} ({} bytes)",
+        super::megabytes(gguf.file_bytes),
+        gguf.file_bytes
+    );
+    println!(
+        "parameters    {} ({:.1} M)",
+        config.n_params(),
+        config.n_params() as f64 / 1e6
+    );
     println!("vocabulary    {}", config.vocab_size);
     println!("hidden size   {}", config.hidden_size);
     println!("head dim      {}", config.head_dim);
     println!("context       {}", config.context_length);
     println!("rope theta    {}", config.rope_theta);
     println!("rms eps       {:e}", config.rms_norm_eps);
-    println!("output head   {}", if config.tied_embeddings { "tied to token_embd" } else { "separate" });
+    println!(
+        "output head   {}",
+        if config.tied_embeddings {
+            "tied to token_embd"
+        } else {
+            "separate"
+        }
+    );
     let types: Vec<String> = types.iter().map(|(t, n)| format!("{t} x{n}")).collect();
     println!("tensor types  {}", types.join(", "));
     println!();
-    println!("{:>5}  {:>7}  {:>8}  {:>8}", "layer", "n_heads", "n_kv", "ffn_dim");
+    println!(
+        "{:>5}  {:>7}  {:>8}  {:>8}",
+        "layer", "n_heads", "n_kv", "ffn_dim"
+    );
     for (l, dims) in config.layers.iter().enumerate() {
-        println!("{l:>5}  {:>7}  {:>8}  {:>8}", dims.n_heads, dims.n_kv_heads, dims.ffn_dim);
+        println!(
+            "{l:>5}  {:>7}  {:>8}  {:>8}",
+            dims.n_heads, dims.n_kv_heads, dims.ffn_dim
+        );
     }
     Ok(())
 }

@@ -13,7 +13,11 @@ mod training;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "prunechat", version, about = "Chat with, prune and measure Llama-family GGUF models")]
+#[command(
+    name = "prunechat",
+    version,
+    about = "Chat with, prune and measure Llama-family GGUF models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,5 +85,7 @@ pub fn load_tokens(
     let template = ChatTemplate::from_gguf(gguf, &tokenizer)?;
     let corpus = prunechat::data::load_corpus(path)?;
     let corpus = prunechat::data::select_split(corpus, split, eval_fraction, split_seed)?;
-    Ok(prunechat::data::tokenize_corpus(&corpus, &tokenizer, &template)?)
+    Ok(prunechat::data::tokenize_corpus(
+        &corpus, &tokenizer, &template,
+    )?)
 }

@@ -11,7 +11,9 @@ use prunechat::eval::keeps_zeros_exact;
 use prunechat::fsutil::check_output_path;
 use prunechat::gguf::dtype_name;
 use prunechat::model::dense::{DenseModel, LinearKind};
-use prunechat::prune::{prune_model, Method, Pattern, PruneConfig, PruneReport, Scope, DEFAULT_BATCH_SIZE};
+use prunechat::prune::{
+    prune_model, Method, Pattern, PruneConfig, PruneReport, Scope, DEFAULT_BATCH_SIZE,
+};
 use prunechat::sparse::{self, open_model, ValueType};
 
 /// Calibration data used when `--calib` is not given, relative to the working directory.
@@ -127,10 +129,15 @@ pub fn run(args: PruneArgs) -> Result<()> {
         return super::prune_structured::run(&args);
     }
     // Every argument is checked before the model is loaded, so a mistake costs no time.
-    let method_name = args.method.as_deref().context("--method or --structure is required (for example --method wanda --sparsity 0.5)")?;
+    let method_name = args.method.as_deref().context(
+        "--method or --structure is required (for example --method wanda --sparsity 0.5)",
+    )?;
     let method = Method::parse(method_name)?;
     reject_structured_options(&args)?;
-    let pattern = resolve_pattern(args.pattern.as_deref().unwrap_or("unstructured"), args.sparsity)?;
+    let pattern = resolve_pattern(
+        args.pattern.as_deref().unwrap_or("unstructured"),
+        args.sparsity,
+    )?;
     let scope = args.scope.as_deref().map(Scope::parse).transpose()?;
     let target = parse_target(&args.to)?;
     let value_type = ValueType::parse(&args.sparse_values)?;
@@ -148,7 +155,10 @@ pub fn run(args: PruneArgs) -> Result<()> {
     config.validate()?;
     check_outputs(&args)?;
     if !keeps_zeros_exact(target) {
-        eprintln!("warning: {} does not keep zeros exact, so the written file's sparsity will be lower", dtype_name(target));
+        eprintln!(
+            "warning: {} does not keep zeros exact, so the written file's sparsity will be lower",
+            dtype_name(target)
+        );
     }
 
     let loaded = Instant::now();
@@ -157,24 +167,43 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let (calibration, source) = load_calibration(&args, &gguf, loaded)?;
 
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} layers, {elapsed}").expect("static template"));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} layers, {elapsed}")
+            .expect("static template"),
+    );
     bar.set_message(format!("{} {}", method.name(), pattern.describe()));
     let start = Instant::now();
     let clock = move || start.elapsed().as_secs_f64() * 1e3;
-    let outcome = prune_model(&mut model, &calibration, &config, Some(&clock), &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let outcome = prune_model(
+        &mut model,
+        &calibration,
+        &config,
+        Some(&clock),
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
     bar.finish_and_clear();
     print_table(&outcome.report);
 
     let gguf_bytes = model.to_gguf(target)?.write(&args.out)?;
-    println!("wrote {} ({}, {})", args.out.display(), super::megabytes(gguf_bytes), dtype_name(target));
+    println!(
+        "wrote {} ({}, {})",
+        args.out.display(),
+        super::megabytes(gguf_bytes),
+        dtype_name(target)
+    );
     let mut sparse_bytes = None;
     if let Some(path) = &args.sparse_out {
         let bytes = sparse::write(path, &model, &outcome.masks, value_type)?;
         sparse_bytes = Some(bytes);
-        println!("wrote {} ({}, sparse {:?} values)", path.display(), super::megabytes(bytes), value_type);
+        println!(
+            "wrote {} ({}, sparse {:?} values)",
+            path.display(),
+            super::megabytes(bytes),
+            value_type
+        );
     }
     if let Some(path) = &args.report {
         let json = serde_json::json!({
@@ -192,12 +221,25 @@ pub fn run(args: PruneArgs) -> Result<()> {
 
 /// Loads the calibration split of --calib (or the default corpus) and cuts the windows.
 /// Returns them and the corpus description.
-pub(super) fn load_calibration(args: &PruneArgs, gguf: &prunechat::gguf::Gguf, loaded: Instant) -> Result<(Vec<Vec<u32>>, String)> {
-    let calibration_path = args.calib.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CALIBRATION));
+pub(super) fn load_calibration(
+    args: &PruneArgs,
+    gguf: &prunechat::gguf::Gguf,
+    loaded: Instant,
+) -> Result<(Vec<Vec<u32>>, String)> {
+    let calibration_path = args
+        .calib
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CALIBRATION));
     if args.calib.is_none() && !calibration_path.exists() {
         bail!("the default calibration data {DEFAULT_CALIBRATION} is missing; pass --calib FILE or run scripts/fetch-model.sh");
     }
-    let stream = super::load_tokens(gguf, &calibration_path, prunechat::data::Split::Calibration, args.eval_fraction, args.split_seed)?;
+    let stream = super::load_tokens(
+        gguf,
+        &calibration_path,
+        prunechat::data::Split::Calibration,
+        args.eval_fraction,
+        args.split_seed,
+    )?;
     let windows = calibration_windows(&stream, args.n_samples, args.seq_len, args.seed)?;
     let calibration: Vec<Vec<u32>> = windows.into_iter().map(|w| w.tokens).collect();
     eprintln!(
@@ -231,20 +273,32 @@ fn reject_structured_options(args: &PruneArgs) -> Result<()> {
 fn resolve_pattern(pattern: &str, sparsity: Option<f64>) -> Result<Pattern> {
     let parsed = Pattern::parse(pattern, sparsity.unwrap_or(f64::NAN))?;
     match (parsed, sparsity) {
-        (Pattern::Unstructured { .. }, None) => bail!("--sparsity is required for unstructured pruning (for example --sparsity 0.5)"),
-        (Pattern::NOfM { n, m }, Some(s)) if n < m && (s - parsed.sparsity()).abs() > 1e-9 => bail!(
+        (Pattern::Unstructured { .. }, None) => {
+            bail!("--sparsity is required for unstructured pruning (for example --sparsity 0.5)")
+        }
+        (Pattern::NOfM { n, m }, Some(s)) if n < m && (s - parsed.sparsity()).abs() > 1e-9 => {
+            bail!(
             "--sparsity {s} contradicts --pattern {n}:{m}, which sets sparsity {}; omit --sparsity",
             parsed.sparsity()
-        ),
+        )
+        }
         _ => Ok(parsed),
     }
 }
 
 /// Parses `START..END`.
 fn parse_layers(text: &str) -> Result<std::ops::Range<usize>> {
-    let (start, end) = text.split_once("..").with_context(|| format!("--layers {text:?} is not START..END, e.g. 0..4"))?;
-    let start: usize = start.trim().parse().with_context(|| format!("--layers {text:?}: invalid start"))?;
-    let end: usize = end.trim().parse().with_context(|| format!("--layers {text:?}: invalid end"))?;
+    let (start, end) = text
+        .split_once("..")
+        .with_context(|| format!("--layers {text:?} is not START..END, e.g. 0..4"))?;
+    let start: usize = start
+        .trim()
+        .parse()
+        .with_context(|| format!("--layers {text:?}: invalid start"))?;
+    let end: usize = end
+        .trim()
+        .parse()
+        .with_context(|| format!("--layers {text:?}: invalid end"))?;
     Ok(start..end)
 }
 
@@ -260,11 +314,21 @@ pub(super) fn check_outputs(args: &PruneArgs) -> Result<()> {
     for (i, path) in outputs.iter().enumerate() {
         check_output_path(&args.model, path, args.force)?;
         if outputs[..i].contains(path) {
-            bail!("{} is given for two outputs; choose different paths", path.display());
+            bail!(
+                "{} is given for two outputs; choose different paths",
+                path.display()
+            );
         }
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !parent.is_dir() {
-            bail!("{}: directory {} does not exist", path.display(), parent.display());
+            bail!(
+                "{}: directory {} does not exist",
+                path.display(),
+                parent.display()
+            );
         }
     }
     Ok(())
@@ -291,7 +355,14 @@ fn print_table(report: &PruneReport) {
             let parts: Vec<String> = layer
                 .matrices
                 .iter()
-                .map(|m| format!("{} {}", m.name, m.reconstruction_error.map_or("-".into(), |e| format!("{e:.4}"))))
+                .map(|m| {
+                    format!(
+                        "{} {}",
+                        m.name,
+                        m.reconstruction_error
+                            .map_or("-".into(), |e| format!("{e:.4}"))
+                    )
+                })
                 .collect();
             print!(" {:<83}", parts.join(", "));
         }

@@ -9,14 +9,21 @@ use prunechat::convert::parse_target;
 use prunechat::gguf::dtype_name;
 use prunechat::model::dense::DenseModel;
 use prunechat::model::LayerDims;
-use prunechat::prune::structured::{prune_structured, Progress, Ratio, Score, Structure, StructuredConfig, StructuredPruneReport, Target};
+use prunechat::prune::structured::{
+    prune_structured, Progress, Ratio, Score, Structure, StructuredConfig, StructuredPruneReport,
+    Target,
+};
 use prunechat::sparse::open_model;
 
 use super::prune::{check_outputs, load_calibration, PruneArgs};
 
 pub fn run(args: &PruneArgs) -> Result<()> {
     // Every argument is checked before the model is loaded, so a mistake costs no time.
-    let structure = Structure::parse(args.structure.as_deref().expect("run is called with --structure"))?;
+    let structure = Structure::parse(
+        args.structure
+            .as_deref()
+            .expect("run is called with --structure"),
+    )?;
     if let Some(method) = &args.method {
         bail!("--method {method} prunes single weights and --structure removes whole groups; use one of them");
     }
@@ -32,7 +39,10 @@ pub fn run(args: &PruneArgs) -> Result<()> {
         bail!("--n-samples must be at least 1, got 0");
     }
     if args.seq_len < 2 {
-        bail!("--seq-len must be at least 2 tokens for a next-token loss, got {}", args.seq_len);
+        bail!(
+            "--seq-len must be at least 2 tokens for a next-token loss, got {}",
+            args.seq_len
+        );
     }
     let config = StructuredConfig {
         structure,
@@ -54,8 +64,15 @@ pub fn run(args: &PruneArgs) -> Result<()> {
     drop(gguf);
 
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len}, {elapsed}").expect("static template"));
-    let unit = if score == Score::Taylor { "batches" } else { "layers" };
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len}, {elapsed}")
+            .expect("static template"),
+    );
+    let unit = if score == Score::Taylor {
+        "batches"
+    } else {
+        "layers"
+    };
     let start = Instant::now();
     let clock = move || start.elapsed().as_secs_f64() * 1e3;
     eprintln!(
@@ -65,14 +82,19 @@ pub fn run(args: &PruneArgs) -> Result<()> {
         args.ratio.to_ascii_lowercase(),
         target.describe()
     );
-    let outcome = prune_structured(&mut model, &calibration, &config, Some(&clock), &mut |event| match event {
-        Progress::Scoring { step, done, total } => {
-            bar.set_message(format!("step {step}: scoring {unit}"));
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        }
-        Progress::Step(step) => {
-            let line = format!(
+    let outcome = prune_structured(
+        &mut model,
+        &calibration,
+        &config,
+        Some(&clock),
+        &mut |event| match event {
+            Progress::Scoring { step, done, total } => {
+                bar.set_message(format!("step {step}: scoring {unit}"));
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            Progress::Step(step) => {
+                let line = format!(
                 "step {}: removed {} {} ({} units) in {} layers; {} parameters, {}, calibration loss {:.4}{}",
                 step.step,
                 step.n_groups,
@@ -84,15 +106,21 @@ pub fn run(args: &PruneArgs) -> Result<()> {
                 step.calibration_loss,
                 step.ms_per_token.map_or(String::new(), |ms| format!(", {ms:.2} ms per token")),
             );
-            // `suspend` prints even when the bar is hidden because stderr is not a terminal.
-            bar.suspend(|| eprintln!("{line}"));
-        }
-    })?;
+                // `suspend` prints even when the bar is hidden because stderr is not a terminal.
+                bar.suspend(|| eprintln!("{line}"));
+            }
+        },
+    )?;
     bar.finish_and_clear();
     print_layers(&outcome.report);
 
     let gguf_bytes = model.to_gguf(dtype)?.write(&args.out)?;
-    println!("wrote {} ({}, {})", args.out.display(), super::megabytes(gguf_bytes), dtype_name(dtype));
+    println!(
+        "wrote {} ({}, {})",
+        args.out.display(),
+        super::megabytes(gguf_bytes),
+        dtype_name(dtype)
+    );
     if let Some(path) = &args.report {
         let json = serde_json::json!({
             "model": args.model,
@@ -156,7 +184,10 @@ fn group_noun(structure: Structure) -> &'static str {
 /// Prints one row per original layer: heads, key/value heads and FFN width before → after.
 fn print_layers(report: &StructuredPruneReport) {
     let dims = |d: &LayerDims| format!("{:>3} {:>3} {:>6}", d.n_heads, d.n_kv_heads, d.ffn_dim);
-    println!("{:>5}  {:<14}    {:<14}", "layer", "heads kv   ffn", "heads kv   ffn");
+    println!(
+        "{:>5}  {:<14}    {:<14}",
+        "layer", "heads kv   ffn", "heads kv   ffn"
+    );
     for change in &report.layers {
         let after = change.after.as_ref().map_or("removed".to_string(), dims);
         println!("{:>5}  {}  → {}", change.layer, dims(&change.before), after);

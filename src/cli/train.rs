@@ -49,14 +49,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let initial_path = checkpoints.as_ref().map(|c| c.dir.join(INITIAL_MODEL));
     let gguf = match &initial_path {
         Some(path) if args.train.resume => {
-            eprintln!("resuming: initial model and tokenizer from {}", path.display());
-            Gguf::open(path).with_context(|| format!("--resume needs {} from the interrupted run", path.display()))?
+            eprintln!(
+                "resuming: initial model and tokenizer from {}",
+                path.display()
+            );
+            Gguf::open(path).with_context(|| {
+                format!("--resume needs {} from the interrupted run", path.display())
+            })?
         }
         _ => {
-            let (train_split, _) = split_corpus(&corpus_data, args.train.eval_fraction, args.train.seed)?;
+            let (train_split, _) =
+                split_corpus(&corpus_data, args.train.eval_fraction, args.train.seed)?;
             let vocab_size = args.vocab_size.unwrap_or(preset.vocab_size);
             let vocab = scratch::train_bpe(&scratch::corpus_texts(&train_split), vocab_size)?;
-            eprintln!("tokenizer: {} tokens, {} merges, trained on {} documents", vocab.tokens.len(), vocab.merges.len(), train_split.documents.len());
+            eprintln!(
+                "tokenizer: {} tokens, {} merges, trained on {} documents",
+                vocab.tokens.len(),
+                vocab.merges.len(),
+                train_split.documents.len()
+            );
             let gguf = scratch::init_model(&preset, &vocab, args.train.seed)?;
             if let Some(path) = &initial_path {
                 gguf.write(path)?;
@@ -77,24 +88,44 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
 
     let config = args.train.config(2e-3);
-    let (train, eval) = corpus::prepare(&corpus_data, &tokenizer, &template, config.seq_len, model.config.vocab_size, args.train.eval_fraction, args.train.seed)?;
+    let (train, eval) = corpus::prepare(
+        &corpus_data,
+        &tokenizer,
+        &template,
+        config.seq_len,
+        model.config.vocab_size,
+        args.train.eval_fraction,
+        args.train.seed,
+    )?;
     training::print_data_report("training data", &train.report, config.seq_len);
     if let Some(eval) = &eval {
         training::print_data_report("held-out data", &eval.report, config.seq_len);
     }
 
     let mut trainer = if args.train.resume {
-        let dir = checkpoints.as_ref().ok_or_else(|| anyhow!("--resume needs --checkpoint-dir"))?;
+        let dir = checkpoints
+            .as_ref()
+            .ok_or_else(|| anyhow!("--resume needs --checkpoint-dir"))?;
         let (path, bytes) = training::read_latest_checkpoint(dir)?;
-        let trainer = Trainer::resume(model, config, train, eval, &bytes).with_context(|| format!("resuming from {}", path.display()))?;
-        eprintln!("resuming from {} at step {}", path.display(), trainer.step_count());
+        let trainer = Trainer::resume(model, config, train, eval, &bytes)
+            .with_context(|| format!("resuming from {}", path.display()))?;
+        eprintln!(
+            "resuming from {} at step {}",
+            path.display(),
+            trainer.step_count()
+        );
         trainer
     } else {
         Trainer::new(model, config, MaskSet::new(), train, eval)?
     };
 
     let summary = training::run(&mut trainer, &args.train, checkpoints.as_ref())?;
-    eprintln!("{} steps in {:.1} s, {:.0} tokens/s", summary.steps, summary.seconds, summary.n_tokens as f64 / summary.seconds.max(1e-9));
+    eprintln!(
+        "{} steps in {:.1} s, {:.0} tokens/s",
+        summary.steps,
+        summary.seconds,
+        summary.n_tokens as f64 / summary.seconds.max(1e-9)
+    );
     let model = trainer.into_model()?;
     let bytes = model.to_gguf(dtype)?.write(&args.out)?;
     println!("wrote {} ({})", args.out.display(), super::megabytes(bytes));

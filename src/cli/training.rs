@@ -97,9 +97,16 @@ impl TrainOpts {
             lr: self.lr.unwrap_or(default_lr),
             warmup_steps: self.warmup_steps.unwrap_or(self.steps / 20),
             min_lr_ratio: self.min_lr_ratio,
-            optimizer: AdamWParams { weight_decay: self.weight_decay, ..AdamWParams::default() },
+            optimizer: AdamWParams {
+                weight_decay: self.weight_decay,
+                ..AdamWParams::default()
+            },
             max_grad_norm: self.max_grad_norm,
-            eval_every: if self.eval_every == 0 { self.steps } else { self.eval_every },
+            eval_every: if self.eval_every == 0 {
+                self.steps
+            } else {
+                self.eval_every
+            },
             seed: self.seed,
             ..TrainConfig::default()
         }
@@ -107,17 +114,25 @@ impl TrainOpts {
 
     pub fn checkpoint_dir(&self) -> Result<Option<CheckpointDir>> {
         if self.resume && self.checkpoint_dir.is_none() {
-            return Err(anyhow!("--resume needs --checkpoint-dir, the directory the interrupted run wrote to"));
+            return Err(anyhow!(
+                "--resume needs --checkpoint-dir, the directory the interrupted run wrote to"
+            ));
         }
-        self.checkpoint_dir.as_ref().map(|d| Ok(CheckpointDir::new(d, self.keep_checkpoints)?)).transpose()
+        self.checkpoint_dir
+            .as_ref()
+            .map(|d| Ok(CheckpointDir::new(d, self.keep_checkpoints)?))
+            .transpose()
     }
 }
 
 /// Reads the newest checkpoint for `--resume`.
 pub fn read_latest_checkpoint(dir: &CheckpointDir) -> Result<(PathBuf, Vec<u8>)> {
-    let path = dir
-        .latest()?
-        .ok_or_else(|| anyhow!("--resume: {} contains no step-*.safetensors checkpoint", dir.dir.display()))?;
+    let path = dir.latest()?.ok_or_else(|| {
+        anyhow!(
+            "--resume: {} contains no step-*.safetensors checkpoint",
+            dir.dir.display()
+        )
+    })?;
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok((path, bytes))
 }
@@ -132,7 +147,11 @@ pub struct RunSummary {
 /// Runs `trainer` to its last step with a progress bar. Writes checkpoints every
 /// `checkpoint_every` steps, at the end, and when Ctrl-C is pressed (then returns an error
 /// telling how to resume). On a non-finite loss it stops and names the last good checkpoint.
-pub fn run(trainer: &mut Trainer, opts: &TrainOpts, checkpoints: Option<&CheckpointDir>) -> Result<RunSummary> {
+pub fn run(
+    trainer: &mut Trainer,
+    opts: &TrainOpts,
+    checkpoints: Option<&CheckpointDir>,
+) -> Result<RunSummary> {
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -142,20 +161,34 @@ pub fn run(trainer: &mut Trainer, opts: &TrainOpts, checkpoints: Option<&Checkpo
     }
     let mut log = match &opts.log {
         Some(path) => Some(
-            std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening the log {}", path.display()))?,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the log {}", path.display()))?,
         ),
         None => None,
     };
 
     let total = trainer.config().steps as u64;
     let bar = ProgressBar::new(total);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]").expect("static template"));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("static template"),
+    );
     bar.set_position(trainer.step_count() as u64);
 
     // The held-out loss before any update is the baseline the later evaluations compare with.
     if trainer.step_count() == 0 && trainer.has_eval_data() {
         let eval = trainer.evaluate()?;
-        bar.suspend(|| eprintln!("step {:>6}: held-out loss {:.4} ({} target tokens)", 0, eval.loss, eval.n_targets));
+        bar.suspend(|| {
+            eprintln!(
+                "step {:>6}: held-out loss {:.4} ({} target tokens)",
+                0, eval.loss, eval.n_targets
+            )
+        });
         if let Some(file) = log.as_mut() {
             writeln!(file, "{}", serde_json::json!({"eval": eval})).context("writing the log")?;
         }
@@ -173,7 +206,9 @@ pub fn run(trainer: &mut Trainer, opts: &TrainOpts, checkpoints: Option<&Checkpo
                 bar.abandon();
                 let hint = match &last_checkpoint {
                     Some(p) => format!("the last good checkpoint is {}", p.display()),
-                    None => "no checkpoint was written (pass --checkpoint-dir to keep them)".to_string(),
+                    None => {
+                        "no checkpoint was written (pass --checkpoint-dir to keep them)".to_string()
+                    }
                 };
                 return Err(anyhow!("{e}; {hint}"));
             }
@@ -186,7 +221,12 @@ pub fn run(trainer: &mut Trainer, opts: &TrainOpts, checkpoints: Option<&Checkpo
         n_tokens += report.n_tokens;
         steps += 1;
 
-        let mut message = format!("loss {:.4}  lr {:.2e}  {:.0} tokens/s", report.loss, report.lr, report.n_tokens as f64 / seconds);
+        let mut message = format!(
+            "loss {:.4}  lr {:.2e}  {:.0} tokens/s",
+            report.loss,
+            report.lr,
+            report.n_tokens as f64 / seconds
+        );
         if let Some(s) = &report.sparsity {
             message.push_str(&format!(
                 "  sparsity {:.1} %  zero neurons {}/{}  zero kv groups {}/{}",
@@ -201,10 +241,21 @@ pub fn run(trainer: &mut Trainer, opts: &TrainOpts, checkpoints: Option<&Checkpo
         bar.set_position(report.step as u64);
         if let Some(eval) = &report.eval {
             // suspend() also prints when the bar is hidden because stderr is not a terminal.
-            bar.suspend(|| eprintln!("step {:>6}: held-out loss {:.4} ({} target tokens)", eval.step, eval.loss, eval.n_targets));
+            bar.suspend(|| {
+                eprintln!(
+                    "step {:>6}: held-out loss {:.4} ({} target tokens)",
+                    eval.step, eval.loss, eval.n_targets
+                )
+            });
         }
         if let Some(target) = report.pruned_to {
-            bar.suspend(|| eprintln!("step {:>6}: pruned every projection matrix to {:.1} % sparsity", report.step, 100.0 * target));
+            bar.suspend(|| {
+                eprintln!(
+                    "step {:>6}: pruned every projection matrix to {:.1} % sparsity",
+                    report.step,
+                    100.0 * target
+                )
+            });
         }
         if let Some(file) = log.as_mut() {
             let line = serde_json::json!({"report": &report, "seconds": seconds});
@@ -231,7 +282,11 @@ pub fn run(trainer: &mut Trainer, opts: &TrainOpts, checkpoints: Option<&Checkpo
         }
     }
     bar.finish();
-    Ok(RunSummary { steps, seconds: start.elapsed().as_secs_f64(), n_tokens })
+    Ok(RunSummary {
+        steps,
+        seconds: start.elapsed().as_secs_f64(),
+        n_tokens,
+    })
 }
 
 /// Prints what the data preparation did, including truncated and dropped samples.
@@ -240,7 +295,19 @@ pub fn print_data_report(what: &str, report: &prunechat::train::batch::DataRepor
         "{what}: {} samples, {} target tokens{}{}",
         report.n_samples - report.n_dropped,
         report.n_target_tokens,
-        if report.n_truncated > 0 { format!(", {} truncated to {} tokens", report.n_truncated, seq_len + 1) } else { String::new() },
-        if report.n_dropped > 0 { format!(", {} dropped (no target token)", report.n_dropped) } else { String::new() },
+        if report.n_truncated > 0 {
+            format!(
+                ", {} truncated to {} tokens",
+                report.n_truncated,
+                seq_len + 1
+            )
+        } else {
+            String::new()
+        },
+        if report.n_dropped > 0 {
+            format!(", {} dropped (no target token)", report.n_dropped)
+        } else {
+            String::new()
+        },
     );
 }

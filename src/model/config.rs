@@ -58,16 +58,23 @@ impl Config {
         let n_layers = required("block_count")? as usize;
         let hidden_size = required("embedding_length")? as usize;
         let context_length = required("context_length")? as usize;
-        let head_counts = per_layer_required(gguf, &format!("{arch}.attention.head_count"), n_layers)?;
+        let head_counts =
+            per_layer_required(gguf, &format!("{arch}.attention.head_count"), n_layers)?;
         let kv_head_counts = gguf
             .get_per_layer(&format!("{arch}.attention.head_count_kv"), n_layers)?
             .unwrap_or_else(|| head_counts.clone());
         let ffn_dims = per_layer_required(gguf, &format!("{arch}.feed_forward_length"), n_layers)?;
         if n_layers == 0 {
-            return Err(Error::InvalidKey { key: format!("{arch}.block_count"), message: "0 layers".into() });
+            return Err(Error::InvalidKey {
+                key: format!("{arch}.block_count"),
+                message: "0 layers".into(),
+            });
         }
         if hidden_size == 0 {
-            return Err(Error::InvalidKey { key: format!("{arch}.embedding_length"), message: "0".into() });
+            return Err(Error::InvalidKey {
+                key: format!("{arch}.embedding_length"),
+                message: "0".into(),
+            });
         }
 
         // head_dim is fixed across layers; after head pruning it no longer equals
@@ -91,17 +98,21 @@ impl Config {
         if head_dim == 0 || head_dim % 2 != 0 {
             return Err(Error::InvalidKey {
                 key: format!("{arch}.attention.key_length"),
-                message: format!("head dimension {head_dim} must be even and positive for rotary embeddings"),
+                message: format!(
+                    "head dimension {head_dim} must be even and positive for rotary embeddings"
+                ),
             });
         }
 
         let embd = gguf
             .tensor("token_embd.weight")
             .ok_or_else(|| Error::tensor("token_embd.weight", "missing from the file"))?;
-        let (vocab_size, embd_width) = embd
-            .shape()
-            .dims2()
-            .map_err(|_| Error::tensor("token_embd.weight", format!("expected 2 dimensions, got {:?}", embd.shape())))?;
+        let (vocab_size, embd_width) = embd.shape().dims2().map_err(|_| {
+            Error::tensor(
+                "token_embd.weight",
+                format!("expected 2 dimensions, got {:?}", embd.shape()),
+            )
+        })?;
         if embd_width != hidden_size {
             return Err(Error::tensor(
                 "token_embd.weight",
@@ -111,16 +122,26 @@ impl Config {
 
         let mut layers = Vec::with_capacity(n_layers);
         for l in 0..n_layers {
-            let dims = LayerDims { n_heads: head_counts[l], n_kv_heads: kv_head_counts[l], ffn_dim: ffn_dims[l] };
+            let dims = LayerDims {
+                n_heads: head_counts[l],
+                n_kv_heads: kv_head_counts[l],
+                ffn_dim: ffn_dims[l],
+            };
             check_layer(gguf, l, dims, hidden_size, head_dim)?;
             layers.push(dims);
         }
 
-        let rope_theta = gguf.get_f32(&format!("{arch}.rope.freq_base"))?.unwrap_or(DEFAULT_ROPE_THETA);
-        let rms_norm_eps =
-            gguf.get_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(DEFAULT_RMS_NORM_EPS);
+        let rope_theta = gguf
+            .get_f32(&format!("{arch}.rope.freq_base"))?
+            .unwrap_or(DEFAULT_ROPE_THETA);
+        let rms_norm_eps = gguf
+            .get_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(DEFAULT_RMS_NORM_EPS);
         if !(rope_theta.is_finite() && rope_theta > 0.0) {
-            return Err(Error::InvalidKey { key: format!("{arch}.rope.freq_base"), message: format!("{rope_theta} is not a positive number") });
+            return Err(Error::InvalidKey {
+                key: format!("{arch}.rope.freq_base"),
+                message: format!("{rope_theta} is not a positive number"),
+            });
         }
         if !(rms_norm_eps.is_finite() && rms_norm_eps > 0.0) {
             return Err(Error::InvalidKey {
@@ -133,13 +154,18 @@ impl Config {
             if out.shape().dims() != [vocab_size, hidden_size] {
                 return Err(Error::tensor(
                     "output.weight",
-                    format!("shape {:?}, expected [{vocab_size}, {hidden_size}]", out.shape().dims()),
+                    format!(
+                        "shape {:?}, expected [{vocab_size}, {hidden_size}]",
+                        out.shape().dims()
+                    ),
                 ));
             }
         }
 
         Ok(Self {
-            name: gguf.get_string("general.name")?.unwrap_or_else(|| "unnamed model".into()),
+            name: gguf
+                .get_string("general.name")?
+                .unwrap_or_else(|| "unnamed model".into()),
             architecture,
             vocab_size,
             hidden_size,
@@ -174,11 +200,20 @@ impl Config {
 
 fn per_layer_required(gguf: &Gguf, key: &str, n_layers: usize) -> Result<Vec<usize>> {
     gguf.get_per_layer(key, n_layers)?
-        .ok_or_else(|| Error::MissingKey { key: key.to_string(), hint: "required for a Llama model".into() })
+        .ok_or_else(|| Error::MissingKey {
+            key: key.to_string(),
+            hint: "required for a Llama model".into(),
+        })
 }
 
 /// Checks one layer's sizes against the shapes of its tensors.
-fn check_layer(gguf: &Gguf, l: usize, dims: LayerDims, hidden: usize, head_dim: usize) -> Result<()> {
+fn check_layer(
+    gguf: &Gguf,
+    l: usize,
+    dims: LayerDims,
+    hidden: usize,
+    head_dim: usize,
+) -> Result<()> {
     if dims.n_heads == 0 || dims.n_kv_heads == 0 || dims.ffn_dim == 0 {
         return Err(Error::InvalidKey {
             key: format!("layer {l} sizes"),
@@ -212,7 +247,9 @@ fn check_layer(gguf: &Gguf, l: usize, dims: LayerDims, hidden: usize, head_dim: 
     ];
     for (short, shape) in expected {
         let name = format!("blk.{l}.{short}.weight");
-        let tensor = gguf.tensor(&name).ok_or_else(|| Error::tensor(&name, "missing from the file"))?;
+        let tensor = gguf
+            .tensor(&name)
+            .ok_or_else(|| Error::tensor(&name, "missing from the file"))?;
         if tensor.shape().dims() != shape.as_slice() {
             return Err(Error::tensor(
                 &name,

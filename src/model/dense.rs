@@ -104,8 +104,12 @@ impl DenseModel {
     pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
         let config = Config::from_gguf(gguf)?;
         let load = |name: &str| -> Result<Var> {
-            let t = gguf.tensor(name).ok_or_else(|| Error::tensor(name, "missing from the file"))?;
-            Ok(Var::from_tensor(&t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?)?)
+            let t = gguf
+                .tensor(name)
+                .ok_or_else(|| Error::tensor(name, "missing from the file"))?;
+            Ok(Var::from_tensor(
+                &t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?,
+            )?)
         };
         let mut layers = Vec::with_capacity(config.n_layers());
         for (l, dims) in config.layers.iter().enumerate() {
@@ -125,7 +129,11 @@ impl DenseModel {
         let (cos, sin) = rope_tables(config.head_dim, positions, config.rope_theta)?;
         Ok(Self {
             token_embd: load("token_embd.weight")?,
-            output: if config.tied_embeddings { None } else { Some(load("output.weight")?) },
+            output: if config.tied_embeddings {
+                None
+            } else {
+                Some(load("output.weight")?)
+            },
             output_norm: load("output_norm.weight")?,
             layers,
             metadata: gguf.metadata.clone(),
@@ -142,7 +150,10 @@ impl DenseModel {
     /// with LoRA adapters are rejected.
     pub fn shallow_copy(&self) -> Result<Self> {
         if self.layers.iter().any(|layer| !layer.adapters.is_empty()) {
-            return Err(Error::invalid_argument("model", "a model with LoRA adapters cannot be copied; merge them (merge_lora) first"));
+            return Err(Error::invalid_argument(
+                "model",
+                "a model with LoRA adapters cannot be copied; merge them (merge_lora) first",
+            ));
         }
         let layers = self
             .layers
@@ -190,15 +201,22 @@ impl DenseModel {
     /// Builds a GGUF file: matrices quantized to `dtype` (F16 where a row does not fill whole
     /// blocks), norms in F32, and the metadata updated to the current per-layer sizes.
     pub fn to_gguf(&self, dtype: GgmlDType) -> Result<Gguf> {
-        let metadata = crate::model::gguf_size::export_metadata(&self.metadata, &self.config, dtype);
+        let metadata =
+            crate::model::gguf_size::export_metadata(&self.metadata, &self.config, dtype);
         let matrix = |t: &Tensor| -> Result<QTensor> {
-            Ok(QTensor::quantize(t, crate::model::gguf_size::matrix_dtype(t.dim(D::Minus1)?, dtype))?)
+            Ok(QTensor::quantize(
+                t,
+                crate::model::gguf_size::matrix_dtype(t.dim(D::Minus1)?, dtype),
+            )?)
         };
         let vector = |t: &Tensor| -> Result<QTensor> { Ok(QTensor::quantize(t, GgmlDType::F32)?) };
 
         let mut tensors = vec![("token_embd.weight".to_string(), matrix(&self.token_embd)?)];
         for (l, layer) in self.layers.iter().enumerate() {
-            tensors.push((format!("blk.{l}.attn_norm.weight"), vector(&layer.attn_norm)?));
+            tensors.push((
+                format!("blk.{l}.attn_norm.weight"),
+                vector(&layer.attn_norm)?,
+            ));
             for kind in LinearKind::ALL {
                 tensors.push((kind.tensor_name(l), matrix(layer.linear(kind))?));
             }
@@ -208,7 +226,11 @@ impl DenseModel {
         if let Some(output) = &self.output {
             tensors.push(("output.weight".into(), matrix(output)?));
         }
-        Ok(Gguf { metadata, tensors, file_bytes: 0 })
+        Ok(Gguf {
+            metadata,
+            tensors,
+            file_bytes: 0,
+        })
     }
 
     /// Lists all trainable weights, in a fixed order: embedding, per layer (norms, then matrices in
@@ -233,13 +255,23 @@ impl DenseModel {
     pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let flat = tokens.flatten_all()?;
-        Ok(self.weight(&self.token_embd).embedding(&flat)?.reshape((b, t, self.config.hidden_size))?)
+        Ok(self.weight(&self.token_embd).embedding(&flat)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?)
     }
 
     /// Runs decoder layer `l` on hidden states `x` `(batch, seq, hidden)` starting at position
     /// 0, with a causal mask. `capture` receives the input of every weight matrix.
     /// With `differentiable`, only operations that candle can backpropagate through are used.
-    pub fn layer_forward(&self, l: usize, x: &Tensor, differentiable: bool, mut capture: Option<&mut CaptureFn>) -> Result<Tensor> {
+    pub fn layer_forward(
+        &self,
+        l: usize,
+        x: &Tensor,
+        differentiable: bool,
+        mut capture: Option<&mut CaptureFn>,
+    ) -> Result<Tensor> {
         let layer = &self.layers[l];
         let (b, seq, _) = x.dims3()?;
         let hd = self.config.head_dim;
@@ -256,7 +288,10 @@ impl DenseModel {
             // would also make backpropagation form one weight gradient per sequence.
             let (b, seq, in_features) = t.dims3()?;
             let w = self.weight(layer.linear(kind));
-            let y = t.reshape((b * seq, in_features))?.matmul(&w.t()?)?.reshape((b, seq, w.dim(0)?))?;
+            let y = t
+                .reshape((b * seq, in_features))?
+                .matmul(&w.t()?)?
+                .reshape((b, seq, w.dim(0)?))?;
             match layer.adapters.get(&kind) {
                 Some(adapter) => Ok((y + adapter.forward(t)?)?),
                 None => Ok(y),
@@ -268,20 +303,38 @@ impl DenseModel {
         seen(LinearKind::AttnQ, &h)?;
         seen(LinearKind::AttnK, &h)?;
         seen(LinearKind::AttnV, &h)?;
-        let q = linear(LinearKind::AttnQ, &h)?.reshape((b, seq, n_heads, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_heads, seq, hd)
-        let k = linear(LinearKind::AttnK, &h)?.reshape((b, seq, n_kv, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_kv, seq, hd)
-        let v = linear(LinearKind::AttnV, &h)?.reshape((b, seq, n_kv, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_kv, seq, hd)
+        let q = linear(LinearKind::AttnQ, &h)?
+            .reshape((b, seq, n_heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?; // (b, n_heads, seq, hd)
+        let k = linear(LinearKind::AttnK, &h)?
+            .reshape((b, seq, n_kv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?; // (b, n_kv, seq, hd)
+        let v = linear(LinearKind::AttnV, &h)?
+            .reshape((b, seq, n_kv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?; // (b, n_kv, seq, hd)
         let cos = self.cos.narrow(0, 0, seq)?;
         let sin = self.sin.narrow(0, 0, seq)?;
         let (q, k) = if differentiable {
-            (candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?)
+            (
+                candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?,
+            )
         } else {
-            (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
+            (
+                candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+            )
         };
         let q = q.reshape((b, n_kv, n_rep * seq, hd))?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // (b, n_kv, n_rep * seq, seq)
         let scores = match causal_mask(seq, 0)? {
-            Some(mask) => scores.reshape((b, n_kv, n_rep, seq, seq))?.broadcast_add(&mask)?.reshape((b, n_kv, n_rep * seq, seq))?,
+            Some(mask) => scores
+                .reshape((b, n_kv, n_rep, seq, seq))?
+                .broadcast_add(&mask)?
+                .reshape((b, n_kv, n_rep * seq, seq))?,
             None => scores,
         };
         let probs = if differentiable {
@@ -289,7 +342,11 @@ impl DenseModel {
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let y = probs.matmul(&v)?.reshape((b, n_heads, seq, hd))?.transpose(1, 2)?.reshape((b, seq, n_heads * hd))?;
+        let y = probs
+            .matmul(&v)?
+            .reshape((b, n_heads, seq, hd))?
+            .transpose(1, 2)?
+            .reshape((b, seq, n_heads * hd))?;
         seen(LinearKind::AttnOutput, &y)?;
         let x = (x + linear(LinearKind::AttnOutput, &y)?)?;
 
@@ -325,7 +382,10 @@ impl DenseModel {
     pub fn forward_hidden(&self, tokens: &Tensor, differentiable: bool) -> Result<Tensor> {
         let seq = tokens.dim(1)?;
         if seq > self.cos.dim(0)? {
-            return Err(Error::invalid_argument("sequence", format!("{seq} tokens exceed the context of {}", self.cos.dim(0)?)));
+            return Err(Error::invalid_argument(
+                "sequence",
+                format!("{seq} tokens exceed the context of {}", self.cos.dim(0)?),
+            ));
         }
         let mut x = self.embed(tokens)?;
         for l in 0..self.layers.len() {

@@ -1,8 +1,8 @@
 //! The metadata and tensor layout `DenseModel::to_gguf` writes, and the exact size of the file,
 //! computed from a `Config` without quantizing or writing anything.
 
-use std::collections::HashMap;
 use candle_core::quantized::GgmlDType;
+use std::collections::HashMap;
 
 use crate::gguf::MetadataValue;
 use crate::model::config::{Config, LayerDims};
@@ -20,7 +20,11 @@ const ALIGNMENT: u64 = 32;
 /// the other layers' tensors. Its `deci` architecture builds each layer with its own sizes
 /// (both checked with llama-cpp-python 0.3.36). The two run the same computation, and all
 /// `llama.*` keys are renamed to `deci.*` (or back).
-pub fn export_metadata(base: &HashMap<String, MetadataValue>, config: &Config, dtype: GgmlDType) -> HashMap<String, MetadataValue> {
+pub fn export_metadata(
+    base: &HashMap<String, MetadataValue>,
+    config: &Config,
+    dtype: GgmlDType,
+) -> HashMap<String, MetadataValue> {
     let uniform = config.layers.windows(2).all(|w| w[0] == w[1]);
     let arch = if uniform { "llama" } else { "deci" };
     let source_prefix = format!("{}.", config.architecture);
@@ -31,22 +35,51 @@ pub fn export_metadata(base: &HashMap<String, MetadataValue>, config: &Config, d
             None => (key.clone(), value.clone()),
         })
         .collect();
-    metadata.insert("general.architecture".into(), MetadataValue::String(arch.into()));
+    metadata.insert(
+        "general.architecture".into(),
+        MetadataValue::String(arch.into()),
+    );
     let per_layer = |f: fn(&LayerDims) -> usize| -> MetadataValue {
         let values: Vec<usize> = config.layers.iter().map(f).collect();
         if uniform {
             MetadataValue::U32(values[0] as u32)
         } else {
-            MetadataValue::Array(values.into_iter().map(|v| MetadataValue::U32(v as u32)).collect())
+            MetadataValue::Array(
+                values
+                    .into_iter()
+                    .map(|v| MetadataValue::U32(v as u32))
+                    .collect(),
+            )
         }
     };
-    metadata.insert(format!("{arch}.block_count"), MetadataValue::U32(config.layers.len() as u32));
-    metadata.insert(format!("{arch}.attention.head_count"), per_layer(|d| d.n_heads));
-    metadata.insert(format!("{arch}.attention.head_count_kv"), per_layer(|d| d.n_kv_heads));
-    metadata.insert(format!("{arch}.feed_forward_length"), per_layer(|d| d.ffn_dim));
-    metadata.insert(format!("{arch}.attention.key_length"), MetadataValue::U32(config.head_dim as u32));
-    metadata.insert(format!("{arch}.attention.value_length"), MetadataValue::U32(config.head_dim as u32));
-    metadata.insert("general.file_type".into(), MetadataValue::U32(crate::convert::file_type_code(dtype)));
+    metadata.insert(
+        format!("{arch}.block_count"),
+        MetadataValue::U32(config.layers.len() as u32),
+    );
+    metadata.insert(
+        format!("{arch}.attention.head_count"),
+        per_layer(|d| d.n_heads),
+    );
+    metadata.insert(
+        format!("{arch}.attention.head_count_kv"),
+        per_layer(|d| d.n_kv_heads),
+    );
+    metadata.insert(
+        format!("{arch}.feed_forward_length"),
+        per_layer(|d| d.ffn_dim),
+    );
+    metadata.insert(
+        format!("{arch}.attention.key_length"),
+        MetadataValue::U32(config.head_dim as u32),
+    );
+    metadata.insert(
+        format!("{arch}.attention.value_length"),
+        MetadataValue::U32(config.head_dim as u32),
+    );
+    metadata.insert(
+        "general.file_type".into(),
+        MetadataValue::U32(crate::convert::file_type_code(dtype)),
+    );
     metadata
 }
 
@@ -64,7 +97,9 @@ pub fn matrix_dtype(cols: usize, dtype: GgmlDType) -> GgmlDType {
 /// `(len,)`, and type.
 pub fn tensor_layout(config: &Config, dtype: GgmlDType) -> Vec<(String, Vec<usize>, GgmlDType)> {
     let h = config.hidden_size;
-    let matrix = |name: String, rows: usize, cols: usize| (name, vec![rows, cols], matrix_dtype(cols, dtype));
+    let matrix = |name: String, rows: usize, cols: usize| {
+        (name, vec![rows, cols], matrix_dtype(cols, dtype))
+    };
     let vector = |name: String| (name, vec![h], GgmlDType::F32);
     let mut tensors = vec![matrix("token_embd.weight".into(), config.vocab_size, h)];
     for (l, dims) in config.layers.iter().enumerate() {
@@ -94,10 +129,17 @@ pub fn tensor_layout(config: &Config, dtype: GgmlDType) -> Vec<(String, Vec<usiz
 /// source metadata `base`. It follows the GGUF v2 layout of candle's writer: a 24-byte header,
 /// the key/value pairs and the tensor infos, padded to 32 bytes, then each tensor's data
 /// padded to 32 bytes.
-pub fn gguf_file_bytes(base: &HashMap<String, MetadataValue>, config: &Config, dtype: GgmlDType) -> u64 {
+pub fn gguf_file_bytes(
+    base: &HashMap<String, MetadataValue>,
+    config: &Config,
+    dtype: GgmlDType,
+) -> u64 {
     let metadata = export_metadata(base, config, dtype);
     let mut position = 4 + 4 + 8 + 8;
-    for (key, value) in metadata.iter().filter(|(k, _)| k.as_str() != "general.alignment") {
+    for (key, value) in metadata
+        .iter()
+        .filter(|(k, _)| k.as_str() != "general.alignment")
+    {
         position += 8 + key.len() as u64 + 4 + value_bytes(value);
     }
     let mut data = 0u64;

@@ -22,7 +22,11 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(config: &Config, max_len: usize) -> Self {
-        Self { layers: vec![None; config.n_layers()], len: 0, max_len }
+        Self {
+            layers: vec![None; config.n_layers()],
+            len: 0,
+            max_len,
+        }
     }
 
     /// Number of positions stored.
@@ -70,7 +74,10 @@ impl KvCache {
         if end > self.max_len {
             return Err(Error::invalid_argument(
                 "context",
-                format!("{end} positions exceed the context of {} tokens", self.max_len),
+                format!(
+                    "{end} positions exceed the context of {} tokens",
+                    self.max_len
+                ),
             ));
         }
         let needs_growth = match &self.layers[l] {

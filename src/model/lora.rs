@@ -65,18 +65,31 @@ pub struct LoraConfig {
 impl LoraConfig {
     /// Rank `rank` on all seven projections, with `alpha = 2 * rank` (an update scale of 2).
     pub fn new(rank: usize) -> Self {
-        Self { rank, alpha: 2.0 * rank as f64, targets: LinearKind::ALL.to_vec() }
+        Self {
+            rank,
+            alpha: 2.0 * rank as f64,
+            targets: LinearKind::ALL.to_vec(),
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         if self.rank == 0 {
-            return Err(Error::invalid_argument("LoRA rank", "must be at least 1, got 0"));
+            return Err(Error::invalid_argument(
+                "LoRA rank",
+                "must be at least 1, got 0",
+            ));
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return Err(Error::invalid_argument("LoRA alpha", format!("must be a positive number, got {}", self.alpha)));
+            return Err(Error::invalid_argument(
+                "LoRA alpha",
+                format!("must be a positive number, got {}", self.alpha),
+            ));
         }
         if self.targets.is_empty() {
-            return Err(Error::invalid_argument("LoRA targets", "name at least one matrix"));
+            return Err(Error::invalid_argument(
+                "LoRA targets",
+                "name at least one matrix",
+            ));
         }
         Ok(())
     }
@@ -87,7 +100,12 @@ impl DenseModel {
     /// `A` is drawn uniformly from `[-1/sqrt(in), 1/sqrt(in)]` (the Kaiming-uniform bound used by
     /// PEFT) with `seed`; `B` is zero. `masks` maps weight names (`blk.N.attn_q.weight`) to
     /// their masks; a masked matrix gets a masked adapter.
-    pub fn add_lora(&mut self, config: &LoraConfig, seed: u64, masks: &HashMap<String, Tensor>) -> Result<()> {
+    pub fn add_lora(
+        &mut self,
+        config: &LoraConfig,
+        seed: u64,
+        masks: &HashMap<String, Tensor>,
+    ) -> Result<()> {
         config.validate()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let scale = config.alpha / config.rank as f64;
@@ -97,15 +115,27 @@ impl DenseModel {
                 if config.rank > out_features.min(in_features) {
                     return Err(Error::invalid_argument(
                         "LoRA rank",
-                        format!("{} exceeds the smaller side of {} ({out_features} x {in_features})", config.rank, kind.tensor_name(l)),
+                        format!(
+                            "{} exceeds the smaller side of {} ({out_features} x {in_features})",
+                            config.rank,
+                            kind.tensor_name(l)
+                        ),
                     ));
                 }
                 let bound = 1.0 / (in_features as f32).sqrt();
-                let values: Vec<f32> = (0..config.rank * in_features).map(|_| rng.random_range(-bound..bound)).collect();
-                let a = Var::from_tensor(&Tensor::from_vec(values, (config.rank, in_features), &Device::Cpu)?)?;
+                let values: Vec<f32> = (0..config.rank * in_features)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect();
+                let a = Var::from_tensor(&Tensor::from_vec(
+                    values,
+                    (config.rank, in_features),
+                    &Device::Cpu,
+                )?)?;
                 let b = Var::zeros((out_features, config.rank), DType::F32, &Device::Cpu)?;
                 let mask = masks.get(&kind.tensor_name(l)).cloned();
-                layer.adapters.insert(kind, LoraAdapter { a, b, scale, mask });
+                layer
+                    .adapters
+                    .insert(kind, LoraAdapter { a, b, scale, mask });
             }
         }
         self.set_base_frozen(true);

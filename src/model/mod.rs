@@ -82,7 +82,8 @@ impl Model {
     pub fn from_gguf(mut gguf: Gguf) -> Result<Self> {
         let config = Config::from_gguf(&gguf)?;
         let mut take = |name: String| -> Result<QTensor> {
-            gguf.take_tensor(&name).ok_or_else(|| Error::tensor(&name, "missing from the file"))
+            gguf.take_tensor(&name)
+                .ok_or_else(|| Error::tensor(&name, "missing from the file"))
         };
 
         let token_embd = Arc::new(take("token_embd.weight".into())?);
@@ -91,7 +92,11 @@ impl Model {
         } else {
             QMatMul::from_qtensor(take("output.weight".into())?)?
         };
-        let output_norm = vector(take("output_norm.weight".into())?, "output_norm.weight", config.hidden_size)?;
+        let output_norm = vector(
+            take("output_norm.weight".into())?,
+            "output_norm.weight",
+            config.hidden_size,
+        )?;
 
         let mut layers = Vec::with_capacity(config.n_layers());
         for (l, dims) in config.layers.iter().enumerate() {
@@ -110,8 +115,16 @@ impl Model {
             let ffn_norm_name = format!("blk.{l}.ffn_norm.weight");
             layers.push(Layer {
                 dims: *dims,
-                attn_norm: vector(take(attn_norm_name.clone())?, &attn_norm_name, config.hidden_size)?,
-                ffn_norm: vector(take(ffn_norm_name.clone())?, &ffn_norm_name, config.hidden_size)?,
+                attn_norm: vector(
+                    take(attn_norm_name.clone())?,
+                    &attn_norm_name,
+                    config.hidden_size,
+                )?,
+                ffn_norm: vector(
+                    take(ffn_norm_name.clone())?,
+                    &ffn_norm_name,
+                    config.hidden_size,
+                )?,
                 attn_q,
                 attn_k,
                 attn_v,
@@ -124,7 +137,15 @@ impl Model {
 
         let positions = config.context_length.clamp(1, MAX_ROPE_POSITIONS);
         let (cos, sin) = rope_tables(config.head_dim, positions, config.rope_theta)?;
-        Ok(Self { config, token_embd, layers, output_norm, output, cos, sin })
+        Ok(Self {
+            config,
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            cos,
+            sin,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -180,7 +201,10 @@ impl Model {
             if t as usize >= self.config.vocab_size {
                 return Err(Error::invalid_argument(
                     "token id",
-                    format!("{t} is outside the vocabulary of {} tokens", self.config.vocab_size),
+                    format!(
+                        "{t} is outside the vocabulary of {} tokens",
+                        self.config.vocab_size
+                    ),
                 ));
             }
         }
@@ -204,7 +228,11 @@ impl Model {
         }
         cache.advance(seq);
 
-        Ok(candle_nn::ops::rms_norm(&x, &self.output_norm, self.config.rms_norm_eps)?)
+        Ok(candle_nn::ops::rms_norm(
+            &x,
+            &self.output_norm,
+            self.config.rms_norm_eps,
+        )?)
     }
 
     /// Grouped-query attention of one layer. `h` is `(1, seq, hidden)`; returns the same shape.
@@ -225,9 +253,23 @@ impl Model {
         let n_kv = layer.dims.n_kv_heads;
         let n_rep = n_heads / n_kv;
 
-        let q = layer.attn_q.forward(h)?.reshape((b, seq, n_heads, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_heads, seq, hd)
-        let k = layer.attn_k.forward(h)?.reshape((b, seq, n_kv, hd))?.transpose(1, 2)?.contiguous()?; // (b, n_kv, seq, hd)
-        let v = layer.attn_v.forward(h)?.reshape((b, seq, n_kv, hd))?.transpose(1, 2)?; // (b, n_kv, seq, hd)
+        let q = layer
+            .attn_q
+            .forward(h)?
+            .reshape((b, seq, n_heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?; // (b, n_heads, seq, hd)
+        let k = layer
+            .attn_k
+            .forward(h)?
+            .reshape((b, seq, n_kv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?; // (b, n_kv, seq, hd)
+        let v = layer
+            .attn_v
+            .forward(h)?
+            .reshape((b, seq, n_kv, hd))?
+            .transpose(1, 2)?; // (b, n_kv, seq, hd)
 
         // GGUF stores Q and K rows permuted for interleaved (GPT-J style) rotation.
         let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
@@ -249,18 +291,28 @@ impl Model {
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v.contiguous()?)?; // (b, n_kv, n_rep * seq, hd)
-        let y = y.reshape((b, n_heads, seq, hd))?.transpose(1, 2)?.reshape((b, seq, n_heads * hd))?;
+        let y = y
+            .reshape((b, n_heads, seq, hd))?
+            .transpose(1, 2)?
+            .reshape((b, seq, n_heads * hd))?;
         Ok(layer.attn_output.forward(&y)?)
     }
 }
 
 /// Returns `(cos, sin)`, each `(positions, head_dim / 2)`, for rotation frequencies
 /// `theta^(-2i / head_dim)`.
-pub(crate) fn rope_tables(head_dim: usize, positions: usize, theta: f32) -> Result<(Tensor, Tensor)> {
-    let inv_freq: Vec<f32> =
-        (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32)).collect();
+pub(crate) fn rope_tables(
+    head_dim: usize,
+    positions: usize,
+    theta: f32,
+) -> Result<(Tensor, Tensor)> {
+    let inv_freq: Vec<f32> = (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32))
+        .collect();
     let inv_freq = Tensor::new(inv_freq.as_slice(), &Device::Cpu)?.unsqueeze(0)?; // (1, hd/2)
-    let t = Tensor::arange(0u32, positions as u32, &Device::Cpu)?.to_dtype(DType::F32)?.unsqueeze(1)?; // (positions, 1)
+    let t = Tensor::arange(0u32, positions as u32, &Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .unsqueeze(1)?; // (positions, 1)
     let angles = t.broadcast_mul(&inv_freq)?; // (positions, hd/2)
     Ok((angles.cos()?, angles.sin()?))
 }
@@ -281,11 +333,17 @@ pub(crate) fn causal_mask(seq: usize, pos: usize) -> Result<Option<Tensor>> {
 /// Dequantizes a 1-D weight and checks its length.
 fn vector(t: QTensor, name: &str, len: usize) -> Result<Tensor> {
     if t.shape().dims() != [len] {
-        return Err(Error::tensor(name, format!("shape {:?}, expected [{len}]", t.shape().dims())));
+        return Err(Error::tensor(
+            name,
+            format!("shape {:?}, expected [{len}]", t.shape().dims()),
+        ));
     }
     let v = t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
     if let Some(bad) = v.to_vec1::<f32>()?.iter().position(|x| !x.is_finite()) {
-        return Err(Error::tensor(name, format!("element {bad} is not a finite number")));
+        return Err(Error::tensor(
+            name,
+            format!("element {bad} is not a finite number"),
+        ));
     }
     Ok(v)
 }

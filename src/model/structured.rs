@@ -38,9 +38,30 @@ impl DenseModel {
         let ffn_dim = self.layer_checked(l)?.dims.ffn_dim;
         let index = keep_index("FFN neuron", l, keep, ffn_dim)?;
         let layer = &mut self.layers[l];
-        select(layer.linears.get_mut(&LinearKind::FfnGate).expect("every layer has ffn_gate"), 0, &index)?;
-        select(layer.linears.get_mut(&LinearKind::FfnUp).expect("every layer has ffn_up"), 0, &index)?;
-        select(layer.linears.get_mut(&LinearKind::FfnDown).expect("every layer has ffn_down"), 1, &index)?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::FfnGate)
+                .expect("every layer has ffn_gate"),
+            0,
+            &index,
+        )?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::FfnUp)
+                .expect("every layer has ffn_up"),
+            0,
+            &index,
+        )?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::FfnDown)
+                .expect("every layer has ffn_down"),
+            1,
+            &index,
+        )?;
         layer.dims.ffn_dim = keep.len();
         self.config.layers[l] = layer.dims;
         Ok(())
@@ -54,16 +75,50 @@ impl DenseModel {
         keep_index("key/value head", l, keep, dims.n_kv_heads)?;
         let hd = self.config.head_dim;
         let n_rep = dims.n_heads / dims.n_kv_heads;
-        let kv_rows: Vec<u32> = keep.iter().flat_map(|&g| (g * hd..(g + 1) * hd).map(|i| i as u32)).collect();
-        let q_rows: Vec<u32> = keep.iter().flat_map(|&g| (g * n_rep * hd..(g + 1) * n_rep * hd).map(|i| i as u32)).collect();
+        let kv_rows: Vec<u32> = keep
+            .iter()
+            .flat_map(|&g| (g * hd..(g + 1) * hd).map(|i| i as u32))
+            .collect();
+        let q_rows: Vec<u32> = keep
+            .iter()
+            .flat_map(|&g| (g * n_rep * hd..(g + 1) * n_rep * hd).map(|i| i as u32))
+            .collect();
         let kv_rows = Tensor::new(kv_rows.as_slice(), &Device::Cpu)?;
         let q_rows = Tensor::new(q_rows.as_slice(), &Device::Cpu)?;
 
         let layer = &mut self.layers[l];
-        select(layer.linears.get_mut(&LinearKind::AttnQ).expect("every layer has attn_q"), 0, &q_rows)?;
-        select(layer.linears.get_mut(&LinearKind::AttnK).expect("every layer has attn_k"), 0, &kv_rows)?;
-        select(layer.linears.get_mut(&LinearKind::AttnV).expect("every layer has attn_v"), 0, &kv_rows)?;
-        select(layer.linears.get_mut(&LinearKind::AttnOutput).expect("every layer has attn_output"), 1, &q_rows)?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::AttnQ)
+                .expect("every layer has attn_q"),
+            0,
+            &q_rows,
+        )?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::AttnK)
+                .expect("every layer has attn_k"),
+            0,
+            &kv_rows,
+        )?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::AttnV)
+                .expect("every layer has attn_v"),
+            0,
+            &kv_rows,
+        )?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::AttnOutput)
+                .expect("every layer has attn_output"),
+            1,
+            &q_rows,
+        )?;
         layer.dims.n_kv_heads = keep.len();
         layer.dims.n_heads = keep.len() * n_rep;
         self.config.layers[l] = layer.dims;
@@ -100,12 +155,29 @@ impl DenseModel {
             ));
         }
         let hd = self.config.head_dim;
-        let rows: Vec<u32> = keep.iter().flat_map(|&h| (h * hd..(h + 1) * hd).map(|i| i as u32)).collect();
+        let rows: Vec<u32> = keep
+            .iter()
+            .flat_map(|&h| (h * hd..(h + 1) * hd).map(|i| i as u32))
+            .collect();
         let rows = Tensor::new(rows.as_slice(), &Device::Cpu)?;
 
         let layer = &mut self.layers[l];
-        select(layer.linears.get_mut(&LinearKind::AttnQ).expect("every layer has attn_q"), 0, &rows)?;
-        select(layer.linears.get_mut(&LinearKind::AttnOutput).expect("every layer has attn_output"), 1, &rows)?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::AttnQ)
+                .expect("every layer has attn_q"),
+            0,
+            &rows,
+        )?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::AttnOutput)
+                .expect("every layer has attn_output"),
+            1,
+            &rows,
+        )?;
         layer.dims.n_heads = keep.len();
         self.config.layers[l] = layer.dims;
         Ok(())
@@ -117,20 +189,36 @@ impl DenseModel {
     pub fn remove_layers(&mut self, keep: &[usize]) -> Result<()> {
         let n_layers = self.layers.len();
         if keep.is_empty() {
-            return Err(Error::invalid_argument("layer list", "the model must keep at least one decoder layer, got an empty list"));
+            return Err(Error::invalid_argument(
+                "layer list",
+                "the model must keep at least one decoder layer, got an empty list",
+            ));
         }
         if let Some(w) = keep.windows(2).find(|w| w[0] >= w[1]) {
             return Err(Error::invalid_argument(
                 "layer list",
-                format!("indices must be strictly increasing, got {} before {}", w[0], w[1]),
+                format!(
+                    "indices must be strictly increasing, got {} before {}",
+                    w[0], w[1]
+                ),
             ));
         }
         let last = *keep.last().expect("checked non-empty");
         if last >= n_layers {
-            return Err(Error::invalid_argument("layer list", format!("index {last} is out of range, the model has {n_layers} layers")));
+            return Err(Error::invalid_argument(
+                "layer list",
+                format!("index {last} is out of range, the model has {n_layers} layers"),
+            ));
         }
-        let mut old: Vec<Option<crate::model::dense::DenseLayer>> = std::mem::take(&mut self.layers).into_iter().map(Some).collect();
-        self.layers = keep.iter().map(|&l| old[l].take().expect("indices are strictly increasing")).collect();
+        let mut old: Vec<Option<crate::model::dense::DenseLayer>> =
+            std::mem::take(&mut self.layers)
+                .into_iter()
+                .map(Some)
+                .collect();
+        self.layers = keep
+            .iter()
+            .map(|&l| old[l].take().expect("indices are strictly increasing"))
+            .collect();
         self.config.layers = self.layers.iter().map(|layer| layer.dims).collect();
         Ok(())
     }
@@ -142,7 +230,9 @@ impl DenseModel {
         let gate = row_is_zero(layer.linear(LinearKind::FfnGate).as_tensor())?;
         let up = row_is_zero(layer.linear(LinearKind::FfnUp).as_tensor())?;
         let down = row_is_zero(&layer.linear(LinearKind::FfnDown).as_tensor().t()?)?;
-        Ok((0..layer.dims.ffn_dim).filter(|&i| gate[i] && up[i] && down[i]).collect())
+        Ok((0..layer.dims.ffn_dim)
+            .filter(|&i| gate[i] && up[i] && down[i])
+            .collect())
     }
 
     /// Key/value heads of layer `l` whose group (its query heads' rows of `attn_q` and columns
@@ -157,7 +247,8 @@ impl DenseModel {
         let k = row_is_zero(layer.linear(LinearKind::AttnK).as_tensor())?;
         let v = row_is_zero(layer.linear(LinearKind::AttnV).as_tensor())?;
         let o = row_is_zero(&layer.linear(LinearKind::AttnOutput).as_tensor().t()?)?;
-        let all = |rows: &[bool], start: usize, len: usize| rows[start..start + len].iter().all(|&z| z);
+        let all =
+            |rows: &[bool], start: usize, len: usize| rows[start..start + len].iter().all(|&z| z);
         Ok((0..n_kv)
             .filter(|&g| {
                 all(&q, g * n_rep * hd, n_rep * hd)
@@ -200,7 +291,13 @@ impl DenseModel {
 
     fn layer_in_range(&self, l: usize) -> Result<&crate::model::dense::DenseLayer> {
         self.layers.get(l).ok_or_else(|| {
-            Error::invalid_argument("layer", format!("{l} is out of range, the model has {} layers", self.layers.len()))
+            Error::invalid_argument(
+                "layer",
+                format!(
+                    "{l} is out of range, the model has {} layers",
+                    self.layers.len()
+                ),
+            )
         })
     }
 
@@ -230,7 +327,10 @@ fn keep_index(what: &str, l: usize, keep: &[usize], n: usize) -> Result<Tensor> 
     if let Some(w) = keep.windows(2).find(|w| w[0] >= w[1]) {
         return Err(Error::invalid_argument(
             format!("{what} list"),
-            format!("layer {l}: indices must be strictly increasing, got {} before {}", w[0], w[1]),
+            format!(
+                "layer {l}: indices must be strictly increasing, got {} before {}",
+                w[0], w[1]
+            ),
         ));
     }
     let last = *keep.last().expect("checked non-empty");

@@ -62,7 +62,10 @@ pub fn prune_model(
     let n_layers = model.layers.len();
     let layers = config.layers.clone().unwrap_or(0..n_layers);
     if layers.end > n_layers {
-        return Err(Error::invalid_argument("layers", format!("{layers:?} reaches past the model's {n_layers} layers")));
+        return Err(Error::invalid_argument(
+            "layers",
+            format!("{layers:?} reaches past the model's {n_layers} layers"),
+        ));
     }
     check_pattern_fits(model, config, &layers)?;
     let seq_len = check_calibration(model, calibration, config)?;
@@ -75,7 +78,9 @@ pub fn prune_model(
 
     let pruner = config.pruner();
     let mut global = match (config.scope(), config.pattern) {
-        (Scope::Global, Pattern::Unstructured { sparsity }) => Some(GlobalThresholds::new(model, config, &layers, sparsity)?),
+        (Scope::Global, Pattern::Unstructured { sparsity }) => {
+            Some(GlobalThresholds::new(model, config, &layers, sparsity)?)
+        }
         _ => None,
     };
     let mut selection_for = |rows: usize, cols: usize| -> Result<Selection> {
@@ -96,7 +101,11 @@ pub fn prune_model(
 
     let mut reports = Vec::new();
     let mut masks = Vec::new();
-    let last_layer = if config.include_embeddings { n_layers } else { layers.end };
+    let last_layer = if config.include_embeddings {
+        n_layers
+    } else {
+        layers.end
+    };
     for l in 0..last_layer {
         if !layers.contains(&l) {
             hidden = forward_layer(model, l, &hidden)?;
@@ -104,7 +113,11 @@ pub fn prune_model(
         }
         let layer_started = now();
 
-        let hessians = if has_calibration { Some(layer_hessians(model, l, &hidden)?) } else { None };
+        let hessians = if has_calibration {
+            Some(layer_hessians(model, l, &hidden)?)
+        } else {
+            None
+        };
         let mut matrices = Vec::with_capacity(LinearKind::ALL.len());
         for kind in LinearKind::ALL {
             let name = kind.tensor_name(l);
@@ -112,7 +125,15 @@ pub fn prune_model(
             let hessian = hessians.as_ref().map(|h| &h[input_group(kind)]);
             let shape = var.as_tensor().dims2()?;
             let selection = selection_for(shape.0, shape.1)?;
-            let (report, mask) = prune_matrix(pruner.as_ref(), &name, &var, hessian, &selection, config, clock)?;
+            let (report, mask) = prune_matrix(
+                pruner.as_ref(),
+                &name,
+                &var,
+                hessian,
+                &selection,
+                config,
+                clock,
+            )?;
             matrices.push(report);
             masks.push(TensorMask { name, mask });
         }
@@ -120,7 +141,11 @@ pub fn prune_model(
         if has_calibration && (l + 1 < last_layer) {
             hidden = forward_layer(model, l, &hidden)?;
         }
-        reports.push(LayerReport { layer: Some(l), matrices, ms: elapsed(layer_started, now()) });
+        reports.push(LayerReport {
+            layer: Some(l),
+            matrices,
+            ms: elapsed(layer_started, now()),
+        });
         steps_done += 1;
         progress(steps_done, total_steps);
     }
@@ -145,9 +170,20 @@ pub fn prune_model(
         };
         let shape = head_var.as_tensor().dims2()?;
         let selection = selection_for(shape.0, shape.1)?;
-        let (report, mask) = prune_matrix(pruner.as_ref(), head_name, &head_var, hessian.as_ref(), &selection, config, clock)?;
+        let (report, mask) = prune_matrix(
+            pruner.as_ref(),
+            head_name,
+            &head_var,
+            hessian.as_ref(),
+            &selection,
+            config,
+            clock,
+        )?;
         matrices.push(report);
-        masks.push(TensorMask { name: head_name.into(), mask });
+        masks.push(TensorMask {
+            name: head_name.into(),
+            mask,
+        });
 
         // A separate embedding is a lookup table (its input is a one-hot token), so it is
         // pruned by magnitude.
@@ -155,11 +191,26 @@ pub fn prune_model(
             let var = model.token_embd.clone();
             let shape = var.as_tensor().dims2()?;
             let selection = selection_for(shape.0, shape.1)?;
-            let (report, mask) = prune_matrix(&Magnitude, "token_embd.weight", &var, None, &selection, config, clock)?;
+            let (report, mask) = prune_matrix(
+                &Magnitude,
+                "token_embd.weight",
+                &var,
+                None,
+                &selection,
+                config,
+                clock,
+            )?;
             matrices.push(report);
-            masks.push(TensorMask { name: "token_embd.weight".into(), mask });
+            masks.push(TensorMask {
+                name: "token_embd.weight".into(),
+                mask,
+            });
         }
-        reports.push(LayerReport { layer: None, matrices, ms: elapsed(head_started, now()) });
+        reports.push(LayerReport {
+            layer: None,
+            matrices,
+            ms: elapsed(head_started, now()),
+        });
         steps_done += 1;
         progress(steps_done, total_steps);
     }
@@ -190,7 +241,9 @@ fn prune_matrix(
     let started = clock.map(|c| c());
     let original = Matrix::from_tensor(var.as_tensor())?;
     let mut weight = original.clone();
-    let mask = pruner.prune(&mut weight, hessian, selection).map_err(|e| Error::tensor(name, e.to_string()))?;
+    let mask = pruner
+        .prune(&mut weight, hessian, selection)
+        .map_err(|e| Error::tensor(name, e.to_string()))?;
     weight.store(var)?;
     let ms = elapsed(started, clock.map(|c| c()));
 
@@ -217,7 +270,10 @@ fn prune_matrix(
 /// candle would otherwise record every operation and keep the activations of all earlier
 /// layers alive for backpropagation.
 fn forward_layer(model: &DenseModel, l: usize, hidden: &[Tensor]) -> Result<Vec<Tensor>> {
-    hidden.iter().map(|x| Ok(model.layer_forward(l, x, false, None)?.detach())).collect()
+    hidden
+        .iter()
+        .map(|x| Ok(model.layer_forward(l, x, false, None)?.detach()))
+        .collect()
 }
 
 /// Accumulates `XᵀX` for the four inputs of layer `l` over every batch.
@@ -234,9 +290,10 @@ fn layer_hessians(model: &DenseModel, l: usize, hidden: &[Tensor]) -> Result<Vec
         let mut capture = |kind: LinearKind, input: &Tensor| -> Result<()> {
             // K, V and up see the same tensor as Q and gate, so it is counted once.
             match kind {
-                LinearKind::AttnQ | LinearKind::AttnOutput | LinearKind::FfnGate | LinearKind::FfnDown => {
-                    hessians[input_group(kind)].accumulate(input)
-                }
+                LinearKind::AttnQ
+                | LinearKind::AttnOutput
+                | LinearKind::FfnGate
+                | LinearKind::FfnDown => hessians[input_group(kind)].accumulate(input),
                 _ => Ok(()),
             }
         };
@@ -250,27 +307,42 @@ fn elapsed(start: Option<f64>, end: Option<f64>) -> Option<f64> {
 }
 
 /// Checks that an N:M pattern's M divides the input width of every matrix it will prune.
-fn check_pattern_fits(model: &DenseModel, config: &PruneConfig, layers: &std::ops::Range<usize>) -> Result<()> {
-    let Pattern::NOfM { n, m } = config.pattern else { return Ok(()) };
+fn check_pattern_fits(
+    model: &DenseModel,
+    config: &PruneConfig,
+    layers: &std::ops::Range<usize>,
+) -> Result<()> {
+    let Pattern::NOfM { n, m } = config.pattern else {
+        return Ok(());
+    };
     for l in layers.clone() {
         for kind in LinearKind::ALL {
             let cols = model.layers[l].linear(kind).as_tensor().dim(1)?;
-            check_n_of_m(n, m, cols).map_err(|e| Error::tensor(kind.tensor_name(l), e.to_string()))?;
+            check_n_of_m(n, m, cols)
+                .map_err(|e| Error::tensor(kind.tensor_name(l), e.to_string()))?;
         }
     }
     if config.include_embeddings {
-        check_n_of_m(n, m, model.config.hidden_size).map_err(|e| Error::tensor("token_embd.weight", e.to_string()))?;
+        check_n_of_m(n, m, model.config.hidden_size)
+            .map_err(|e| Error::tensor("token_embd.weight", e.to_string()))?;
     }
     Ok(())
 }
 
 /// Checks the calibration windows and returns their length (0 when there are none).
-fn check_calibration(model: &DenseModel, calibration: &[Vec<u32>], config: &PruneConfig) -> Result<usize> {
+fn check_calibration(
+    model: &DenseModel,
+    calibration: &[Vec<u32>],
+    config: &PruneConfig,
+) -> Result<usize> {
     if calibration.is_empty() {
         if config.method.needs_calibration() {
             return Err(Error::invalid_argument(
                 "calibration data",
-                format!("{} needs calibration samples, got none", config.method.name()),
+                format!(
+                    "{} needs calibration samples, got none",
+                    config.method.name()
+                ),
             ));
         }
         return Ok(0);
@@ -281,10 +353,15 @@ fn check_calibration(model: &DenseModel, calibration: &[Vec<u32>], config: &Prun
 /// Checks that the calibration windows are non-empty, of equal length, within the model's
 /// context and vocabulary, and returns their length (0 when there are none).
 pub(crate) fn check_windows(model: &DenseModel, calibration: &[Vec<u32>]) -> Result<usize> {
-    let Some(first) = calibration.first() else { return Ok(0) };
+    let Some(first) = calibration.first() else {
+        return Ok(0);
+    };
     let seq_len = first.len();
     if seq_len == 0 {
-        return Err(Error::invalid_argument("calibration data", "calibration sample 1 is empty"));
+        return Err(Error::invalid_argument(
+            "calibration data",
+            "calibration sample 1 is empty",
+        ));
     }
     let max_positions = model.config.context_length;
     if seq_len > max_positions {
@@ -300,10 +377,17 @@ pub(crate) fn check_windows(model: &DenseModel, calibration: &[Vec<u32>]) -> Res
                 format!("sample {} has {} tokens and sample 1 has {seq_len}; all samples need the same length", i + 1, window.len()),
             ));
         }
-        if let Some(&bad) = window.iter().find(|&&t| t as usize >= model.config.vocab_size) {
+        if let Some(&bad) = window
+            .iter()
+            .find(|&&t| t as usize >= model.config.vocab_size)
+        {
             return Err(Error::invalid_argument(
                 "calibration data",
-                format!("sample {}: token id {bad} is outside the vocabulary of {}", i + 1, model.config.vocab_size),
+                format!(
+                    "sample {}: token id {bad} is outside the vocabulary of {}",
+                    i + 1,
+                    model.config.vocab_size
+                ),
             ));
         }
     }
@@ -316,22 +400,32 @@ struct GlobalThresholds {
 }
 
 impl GlobalThresholds {
-    fn new(model: &DenseModel, config: &PruneConfig, layers: &std::ops::Range<usize>, sparsity: f64) -> Result<Self> {
+    fn new(
+        model: &DenseModel,
+        config: &PruneConfig,
+        layers: &std::ops::Range<usize>,
+        sparsity: f64,
+    ) -> Result<Self> {
         let mut scores: Vec<Vec<f32>> = Vec::new();
         for l in layers.clone() {
             for kind in LinearKind::ALL {
-                scores.push(magnitude::score(&Matrix::from_tensor(model.layers[l].linear(kind).as_tensor())?));
+                scores.push(magnitude::score(&Matrix::from_tensor(
+                    model.layers[l].linear(kind).as_tensor(),
+                )?));
             }
         }
         if config.include_embeddings {
             if let Some(output) = &model.output {
                 scores.push(magnitude::score(&Matrix::from_tensor(output.as_tensor())?));
             }
-            scores.push(magnitude::score(&Matrix::from_tensor(model.token_embd.as_tensor())?));
+            scores.push(magnitude::score(&Matrix::from_tensor(
+                model.token_embd.as_tensor(),
+            )?));
         }
         let total: usize = scores.iter().map(Vec::len).sum();
         let slices: Vec<&[f32]> = scores.iter().map(Vec::as_slice).collect();
-        let threshold = mask::global_threshold(&slices, crate::prune::round_count(sparsity, total))?;
+        let threshold =
+            mask::global_threshold(&slices, crate::prune::round_count(sparsity, total))?;
 
         let mut selections = Vec::with_capacity(scores.len());
         let (value, mut ties_left) = match threshold {
@@ -341,15 +435,20 @@ impl GlobalThresholds {
         for s in &scores {
             let ties_here = s.iter().filter(|&&x| x == value).count().min(ties_left);
             ties_left -= ties_here;
-            selections.push(Selection::Threshold { value, n_ties_pruned: ties_here });
+            selections.push(Selection::Threshold {
+                value,
+                n_ties_pruned: ties_here,
+            });
         }
-        Ok(Self { selections: selections.into_iter() })
+        Ok(Self {
+            selections: selections.into_iter(),
+        })
     }
 
     fn next(&mut self) -> Result<Selection> {
-        self.selections
-            .next()
-            .ok_or_else(|| Error::invalid_argument("scope", "global thresholds ran out before the last matrix"))
+        self.selections.next().ok_or_else(|| {
+            Error::invalid_argument("scope", "global thresholds ran out before the last matrix")
+        })
     }
 }
 
@@ -361,15 +460,24 @@ pub fn masks_from_zeros(model: &DenseModel, include_embeddings: bool) -> Result<
     for (l, layer) in model.layers.iter().enumerate() {
         for kind in LinearKind::ALL {
             let matrix = Matrix::from_tensor(layer.linear(kind).as_tensor())?;
-            masks.push(TensorMask { name: kind.tensor_name(l), mask: Mask::of_nonzeros(&matrix) });
+            masks.push(TensorMask {
+                name: kind.tensor_name(l),
+                mask: Mask::of_nonzeros(&matrix),
+            });
         }
     }
     if include_embeddings {
         if let Some(output) = &model.output {
-            masks.push(TensorMask { name: "output.weight".into(), mask: Mask::of_nonzeros(&Matrix::from_tensor(output.as_tensor())?) });
+            masks.push(TensorMask {
+                name: "output.weight".into(),
+                mask: Mask::of_nonzeros(&Matrix::from_tensor(output.as_tensor())?),
+            });
         }
         let embedding = Matrix::from_tensor(model.token_embd.as_tensor())?;
-        masks.push(TensorMask { name: "token_embd.weight".into(), mask: Mask::of_nonzeros(&embedding) });
+        masks.push(TensorMask {
+            name: "token_embd.weight".into(),
+            mask: Mask::of_nonzeros(&embedding),
+        });
     }
     Ok(masks)
 }
@@ -383,9 +491,15 @@ pub fn apply_masks(model: &DenseModel, masks: &[TensorMask]) -> Result<()> {
             .iter()
             .find(|(name, _)| *name == tensor_mask.name)
             .map(|(_, var)| var)
-            .ok_or_else(|| Error::tensor(&tensor_mask.name, "has a mask but is not a tensor of the model"))?;
+            .ok_or_else(|| {
+                Error::tensor(
+                    &tensor_mask.name,
+                    "has a mask but is not a tensor of the model",
+                )
+            })?;
         let mut matrix = Matrix::from_tensor(var.as_tensor())?;
-        mask::apply(&mut matrix, &tensor_mask.mask).map_err(|e| Error::tensor(&tensor_mask.name, e.to_string()))?;
+        mask::apply(&mut matrix, &tensor_mask.mask)
+            .map_err(|e| Error::tensor(&tensor_mask.name, e.to_string()))?;
         matrix.store(var)?;
     }
     Ok(())

@@ -18,18 +18,30 @@ pub struct Hessian {
 
 impl Hessian {
     pub fn new(n: usize) -> Self {
-        Self { n, data: vec![0.0; n * n], n_tokens: 0 }
+        Self {
+            n,
+            data: vec![0.0; n * n],
+            n_tokens: 0,
+        }
     }
 
     /// Adds the tokens of `x`, shape `(..., n)` (for example `(batch, seq, n)`).
     pub fn accumulate(&mut self, x: &Tensor) -> Result<()> {
         let width = x.dim(candle_core::D::Minus1)?;
         if width != self.n {
-            return Err(Error::invalid_argument("calibration input", format!("width {width}, expected {}", self.n)));
+            return Err(Error::invalid_argument(
+                "calibration input",
+                format!("width {width}, expected {}", self.n),
+            ));
         }
         let x = x.reshape(((), width))?.to_dtype(DType::F32)?; // (n_tokens, n)
         let n_tokens = x.dim(0)?;
-        let product = x.t()?.matmul(&x)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?; // (n, n)
+        let product = x
+            .t()?
+            .matmul(&x)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?; // (n, n)
         for (h, p) in self.data.iter_mut().zip(product) {
             *h += p;
         }
@@ -43,11 +55,18 @@ impl Hessian {
 
     /// `‖X_j‖₂` for every input feature `j`: the square roots of the diagonal.
     pub fn input_norms(&self) -> Vec<f64> {
-        self.diagonal().into_iter().map(|d| d.max(0.0).sqrt()).collect()
+        self.diagonal()
+            .into_iter()
+            .map(|d| d.max(0.0).sqrt())
+            .collect()
     }
 
     fn to_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(&self.data, (self.n, self.n), &Device::Cpu)?)
+        Ok(Tensor::from_slice(
+            &self.data,
+            (self.n, self.n),
+            &Device::Cpu,
+        )?)
     }
 }
 
@@ -69,7 +88,12 @@ pub fn reconstruction_error(original: &Matrix, pruned: &Matrix, h: &Hessian) -> 
         let m = Tensor::from_vec(values, (original.rows, original.cols), &Device::Cpu)?; // (rows, n)
         Ok(m.matmul(&h)?.mul(&m)?.sum_all()?.to_scalar::<f64>()?)
     };
-    let difference: Vec<f64> = original.data.iter().zip(&pruned.data).map(|(&a, &b)| a as f64 - b as f64).collect();
+    let difference: Vec<f64> = original
+        .data
+        .iter()
+        .zip(&pruned.data)
+        .map(|(&a, &b)| a as f64 - b as f64)
+        .collect();
     let numerator = quadratic_form(difference)?.max(0.0);
     let denominator = quadratic_form(original.data.iter().map(|&a| a as f64).collect())?;
     if denominator <= 0.0 {

@@ -78,7 +78,12 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut sums = [0.0; 4];
     let chunks_a = a.chunks_exact(4);
     let chunks_b = b.chunks_exact(4);
-    let tail: f64 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f64 = chunks_a
+        .remainder()
+        .iter()
+        .zip(chunks_b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in chunks_a.zip(chunks_b) {
         for k in 0..4 {
             sums[k] += x[k] * y[k];
@@ -100,11 +105,14 @@ mod tests {
 
     /// Builds a symmetric positive definite matrix, B Bᵀ + n I for a fixed pseudo-random B.
     fn spd(n: usize) -> Vec<f64> {
-        let b: Vec<f64> = (0..n * n).map(|k| ((k * 7919 % 104_729) as f64 / 104_729.0) - 0.5).collect();
+        let b: Vec<f64> = (0..n * n)
+            .map(|k| ((k * 7919 % 104_729) as f64 / 104_729.0) - 0.5)
+            .collect();
         let mut a = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..n {
-                a[i * n + j] = (0..n).map(|k| b[i * n + k] * b[j * n + k]).sum::<f64>() + if i == j { n as f64 } else { 0.0 };
+                a[i * n + j] = (0..n).map(|k| b[i * n + k] * b[j * n + k]).sum::<f64>()
+                    + if i == j { n as f64 } else { 0.0 };
             }
         }
         a
@@ -131,7 +139,10 @@ mod tests {
     }
 
     fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
     }
 
     #[test]
@@ -153,7 +164,9 @@ mod tests {
         let n = 29;
         let l = cholesky_lower(&spd(n), n).unwrap();
         let x = invert_lower(&l, n);
-        let identity: Vec<f64> = (0..n * n).map(|k| if k / n == k % n { 1.0 } else { 0.0 }).collect();
+        let identity: Vec<f64> = (0..n * n)
+            .map(|k| if k / n == k % n { 1.0 } else { 0.0 })
+            .collect();
         let diff = max_abs_diff(&matmul(&l, &x, n), &identity);
         assert!(diff < 1e-12, "L L⁻¹ differs from I by {diff}");
     }
@@ -170,7 +183,9 @@ mod tests {
         }
         // (Uᵀ U) a = I.
         let product = matmul(&matmul(&transpose(&u, n), &u, n), &a, n);
-        let identity: Vec<f64> = (0..n * n).map(|k| if k / n == k % n { 1.0 } else { 0.0 }).collect();
+        let identity: Vec<f64> = (0..n * n)
+            .map(|k| if k / n == k % n { 1.0 } else { 0.0 })
+            .collect();
         let diff = max_abs_diff(&product, &identity);
         assert!(diff < 1e-10, "Uᵀ U a differs from I by {diff}");
     }
@@ -179,6 +194,9 @@ mod tests {
     fn cholesky_rejects_indefinite_matrix() {
         let a = [1.0, 2.0, 2.0, 1.0];
         let err = cholesky_lower(&a, 2).unwrap_err().to_string();
-        assert!(err.contains("not positive definite: Cholesky pivot 1"), "{err}");
+        assert!(
+            err.contains("not positive definite: Cholesky pivot 1"),
+            "{err}"
+        );
     }
 }

@@ -16,7 +16,10 @@ pub struct Matrix {
 impl Matrix {
     pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self> {
         if data.len() != rows * cols {
-            return Err(Error::invalid_argument("matrix", format!("{} values do not fill {rows} × {cols}", data.len())));
+            return Err(Error::invalid_argument(
+                "matrix",
+                format!("{} values do not fill {rows} × {cols}", data.len()),
+            ));
         }
         Ok(Self { rows, cols, data })
     }
@@ -29,7 +32,11 @@ impl Matrix {
     }
 
     pub fn to_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(&self.data, (self.rows, self.cols), &Device::Cpu)?)
+        Ok(Tensor::from_slice(
+            &self.data,
+            (self.rows, self.cols),
+            &Device::Cpu,
+        )?)
     }
 
     /// Writes the values into `var`, which must have the same shape.
@@ -57,12 +64,20 @@ pub struct Mask {
 
 impl Mask {
     pub fn all_kept(rows: usize, cols: usize) -> Self {
-        Self { rows, cols, kept: vec![true; rows * cols] }
+        Self {
+            rows,
+            cols,
+            kept: vec![true; rows * cols],
+        }
     }
 
     /// Returns the mask of the nonzero weights of `matrix`.
     pub fn of_nonzeros(matrix: &Matrix) -> Self {
-        Self { rows: matrix.rows, cols: matrix.cols, kept: matrix.data.iter().map(|&x| x != 0.0).collect() }
+        Self {
+            rows: matrix.rows,
+            cols: matrix.cols,
+            kept: matrix.data.iter().map(|&x| x != 0.0).collect(),
+        }
     }
 
     pub fn row(&self, r: usize) -> &[bool] {
@@ -91,7 +106,10 @@ pub fn apply(weight: &mut Matrix, mask: &Mask) -> Result<()> {
     if (mask.rows, mask.cols) != (weight.rows, weight.cols) {
         return Err(Error::invalid_argument(
             "mask",
-            format!("shape {} × {} differs from the weight's {} × {}", mask.rows, mask.cols, weight.rows, weight.cols),
+            format!(
+                "shape {} × {} differs from the weight's {} × {}",
+                mask.rows, mask.cols, weight.rows, weight.cols
+            ),
         ));
     }
     for (w, &keep) in weight.data.iter_mut().zip(&mask.kept) {
@@ -121,14 +139,21 @@ pub enum Selection {
 /// important). Equal scores are pruned in row-major order, so the result is deterministic.
 pub fn select(scores: &[f32], rows: usize, cols: usize, selection: &Selection) -> Result<Mask> {
     if scores.len() != rows * cols {
-        return Err(Error::invalid_argument("scores", format!("{} values do not fill {rows} × {cols}", scores.len())));
+        return Err(Error::invalid_argument(
+            "scores",
+            format!("{} values do not fill {rows} × {cols}", scores.len()),
+        ));
     }
     let mut mask = Mask::all_kept(rows, cols);
     match *selection {
         Selection::PerRow { n_pruned } => {
             check_count(n_pruned, cols, "per-row")?;
             for r in 0..rows {
-                prune_lowest(&scores[r * cols..(r + 1) * cols], n_pruned, &mut mask.kept[r * cols..(r + 1) * cols]);
+                prune_lowest(
+                    &scores[r * cols..(r + 1) * cols],
+                    n_pruned,
+                    &mut mask.kept[r * cols..(r + 1) * cols],
+                );
             }
         }
         Selection::PerMatrix { n_pruned } => {
@@ -144,7 +169,10 @@ pub fn select(scores: &[f32], rows: usize, cols: usize, selection: &Selection) -
                 }
             }
         }
-        Selection::Threshold { value, n_ties_pruned } => {
+        Selection::Threshold {
+            value,
+            n_ties_pruned,
+        } => {
             let mut ties_left = n_ties_pruned;
             for (keep, &s) in mask.kept.iter_mut().zip(scores) {
                 if s.total_cmp(&value).is_lt() {
@@ -168,7 +196,10 @@ pub fn select(scores: &[f32], rows: usize, cols: usize, selection: &Selection) -
 /// Checks an N:M pattern (N kept of every M consecutive inputs) against a row width.
 pub fn check_n_of_m(n: usize, m: usize, cols: usize) -> Result<()> {
     if n == 0 || n >= m {
-        return Err(Error::invalid_argument("pattern", format!("N:M needs 1 <= N < M, got {n}:{m}")));
+        return Err(Error::invalid_argument(
+            "pattern",
+            format!("N:M needs 1 <= N < M, got {n}:{m}"),
+        ));
     }
     if cols % m != 0 {
         return Err(Error::invalid_argument(
@@ -181,7 +212,10 @@ pub fn check_n_of_m(n: usize, m: usize, cols: usize) -> Result<()> {
 
 fn check_count(n_pruned: usize, n: usize, what: &str) -> Result<()> {
     if n_pruned > n {
-        return Err(Error::invalid_argument("selection", format!("{what} budget of {n_pruned} exceeds the {n} weights")));
+        return Err(Error::invalid_argument(
+            "selection",
+            format!("{what} budget of {n_pruned} exceeds the {n} weights"),
+        ));
     }
     Ok(())
 }
@@ -192,7 +226,11 @@ fn prune_lowest(scores: &[f32], k: usize, kept: &mut [bool]) {
         return;
     }
     let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-    let by_score = |a: &u32, b: &u32| scores[*a as usize].total_cmp(&scores[*b as usize]).then(a.cmp(b));
+    let by_score = |a: &u32, b: &u32| {
+        scores[*a as usize]
+            .total_cmp(&scores[*b as usize])
+            .then(a.cmp(b))
+    };
     if k < order.len() {
         order.select_nth_unstable_by(k - 1, by_score);
     }
@@ -207,7 +245,10 @@ fn prune_lowest(scores: &[f32], k: usize, kept: &mut [bool]) {
 pub fn global_threshold(scores: &[&[f32]], k: usize) -> Result<Option<(f32, usize)>> {
     let total: usize = scores.iter().map(|s| s.len()).sum();
     if k > total {
-        return Err(Error::invalid_argument("selection", format!("global budget of {k} exceeds the {total} weights")));
+        return Err(Error::invalid_argument(
+            "selection",
+            format!("global budget of {k} exceeds the {total} weights"),
+        ));
     }
     if k == 0 {
         return Ok(None);

@@ -41,7 +41,12 @@ pub trait Pruner {
     fn score(&self, weight: &Matrix, hessian: Option<&Hessian>) -> Result<Vec<f32>>;
 
     /// Prunes `weight` in place and returns the mask.
-    fn prune(&self, weight: &mut Matrix, hessian: Option<&Hessian>, selection: &Selection) -> Result<Mask> {
+    fn prune(
+        &self,
+        weight: &mut Matrix,
+        hessian: Option<&Hessian>,
+        selection: &Selection,
+    ) -> Result<Mask> {
         let scores = self.score(weight, hessian)?;
         let mask = mask::select(&scores, weight.rows, weight.cols, selection)?;
         mask::apply(weight, &mask)?;
@@ -71,9 +76,15 @@ impl Method {
 
     pub fn parse(name: &str) -> Result<Self> {
         let lower = name.to_ascii_lowercase();
-        Self::ALL.into_iter().find(|m| m.name() == lower).ok_or_else(|| {
-            Error::invalid_argument("method", format!("\"{name}\" is not one of: magnitude, wanda, sparsegpt"))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == lower)
+            .ok_or_else(|| {
+                Error::invalid_argument(
+                    "method",
+                    format!("\"{name}\" is not one of: magnitude, wanda, sparsegpt"),
+                )
+            })
     }
 
     /// True when the method's scores depend on calibration inputs.
@@ -109,7 +120,12 @@ impl Pattern {
         if text.eq_ignore_ascii_case("unstructured") {
             return Ok(Pattern::Unstructured { sparsity });
         }
-        let invalid = || Error::invalid_argument("pattern", format!("\"{text}\" is neither \"unstructured\" nor N:M such as 2:4"));
+        let invalid = || {
+            Error::invalid_argument(
+                "pattern",
+                format!("\"{text}\" is neither \"unstructured\" nor N:M such as 2:4"),
+            )
+        };
         let (n, m) = text.split_once(':').ok_or_else(invalid)?;
         let n = n.trim().parse::<usize>().map_err(|_| invalid())?;
         let m = m.trim().parse::<usize>().map_err(|_| invalid())?;
@@ -154,7 +170,10 @@ impl Scope {
             "row" => Ok(Scope::Row),
             "matrix" => Ok(Scope::Matrix),
             "global" => Ok(Scope::Global),
-            _ => Err(Error::invalid_argument("scope", format!("\"{name}\" is not one of: row, matrix, global"))),
+            _ => Err(Error::invalid_argument(
+                "scope",
+                format!("\"{name}\" is not one of: row, matrix, global"),
+            )),
         }
     }
 }
@@ -209,43 +228,65 @@ impl PruneConfig {
         match self.pattern {
             Pattern::Unstructured { sparsity } => {
                 if !(0.0..1.0).contains(&sparsity) {
-                    return Err(Error::invalid_argument("sparsity", format!("must be in [0, 1), got {sparsity}")));
+                    return Err(Error::invalid_argument(
+                        "sparsity",
+                        format!("must be in [0, 1), got {sparsity}"),
+                    ));
                 }
             }
             Pattern::NOfM { n, m } => {
                 if n == 0 || n >= m {
-                    return Err(Error::invalid_argument("pattern", format!("N:M needs 1 <= N < M, got {n}:{m}")));
+                    return Err(Error::invalid_argument(
+                        "pattern",
+                        format!("N:M needs 1 <= N < M, got {n}:{m}"),
+                    ));
                 }
             }
         }
         match (self.method, self.scope()) {
-            (Method::SparseGpt, Scope::Block) | (Method::Magnitude | Method::Wanda, Scope::Row | Scope::Matrix) => {}
+            (Method::SparseGpt, Scope::Block)
+            | (Method::Magnitude | Method::Wanda, Scope::Row | Scope::Matrix) => {}
             (Method::Magnitude, Scope::Global) => {}
-            (Method::SparseGpt, scope) => {
-                return Err(Error::invalid_argument(
-                    "scope",
-                    format!("SparseGPT chooses its mask per block of columns; {scope:?} is not available"),
-                ))
-            }
+            (Method::SparseGpt, scope) => return Err(Error::invalid_argument(
+                "scope",
+                format!(
+                    "SparseGPT chooses its mask per block of columns; {scope:?} is not available"
+                ),
+            )),
             (method, scope) => {
                 return Err(Error::invalid_argument(
                     "scope",
-                    format!("{scope:?} is not available for {}; use row or matrix", method.name()),
+                    format!(
+                        "{scope:?} is not available for {}; use row or matrix",
+                        method.name()
+                    ),
                 ))
             }
         }
         if !(self.damping.is_finite() && self.damping >= 0.0) {
-            return Err(Error::invalid_argument("damping", format!("must be a finite number >= 0, got {}", self.damping)));
+            return Err(Error::invalid_argument(
+                "damping",
+                format!("must be a finite number >= 0, got {}", self.damping),
+            ));
         }
         if self.block_size == 0 {
-            return Err(Error::invalid_argument("block size", "must be at least 1, got 0"));
+            return Err(Error::invalid_argument(
+                "block size",
+                "must be at least 1, got 0",
+            ));
         }
         if self.batch_size == 0 {
-            return Err(Error::invalid_argument("batch size", "must be at least 1, got 0"));
+            return Err(Error::invalid_argument(
+                "batch size",
+                "must be at least 1, got 0",
+            ));
         }
         if let Some(layers) = &self.layers {
             if layers.is_empty() {
-                return Err(Error::invalid_argument("layers", format!("the range {layers:?} is empty")));
+                return Err(Error::invalid_argument(
+                    "layers",
+                    format!("the range {layers:?} is empty"),
+                ));
             }
         }
         Ok(())
@@ -257,8 +298,12 @@ impl PruneConfig {
         match self.pattern {
             Pattern::NOfM { n, m } => Selection::NOfM { n, m },
             Pattern::Unstructured { sparsity } => match self.scope() {
-                Scope::Row => Selection::PerRow { n_pruned: round_count(sparsity, cols) },
-                _ => Selection::PerMatrix { n_pruned: round_count(sparsity, rows * cols) },
+                Scope::Row => Selection::PerRow {
+                    n_pruned: round_count(sparsity, cols),
+                },
+                _ => Selection::PerMatrix {
+                    n_pruned: round_count(sparsity, rows * cols),
+                },
             },
         }
     }
@@ -267,7 +312,10 @@ impl PruneConfig {
         match self.method {
             Method::Magnitude => Box::new(magnitude::Magnitude),
             Method::Wanda => Box::new(wanda::Wanda),
-            Method::SparseGpt => Box::new(sparsegpt::SparseGpt { damping: self.damping, block_size: self.block_size }),
+            Method::SparseGpt => Box::new(sparsegpt::SparseGpt {
+                damping: self.damping,
+                block_size: self.block_size,
+            }),
         }
     }
 }

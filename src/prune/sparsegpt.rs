@@ -35,7 +35,10 @@ pub struct SparseGpt {
 
 impl Default for SparseGpt {
     fn default() -> Self {
-        Self { damping: DEFAULT_DAMPING, block_size: DEFAULT_BLOCK_SIZE }
+        Self {
+            damping: DEFAULT_DAMPING,
+            block_size: DEFAULT_BLOCK_SIZE,
+        }
     }
 }
 
@@ -52,11 +55,19 @@ enum MaskRule<'a> {
 
 impl SparseGpt {
     /// Prunes `weight` with a fixed mask, updating the kept weights to compensate.
-    pub fn prune_with_mask(&self, weight: &mut Matrix, hessian: &Hessian, mask: &Mask) -> Result<Mask> {
+    pub fn prune_with_mask(
+        &self,
+        weight: &mut Matrix,
+        hessian: &Hessian,
+        mask: &Mask,
+    ) -> Result<Mask> {
         if (mask.rows, mask.cols) != (weight.rows, weight.cols) {
             return Err(Error::invalid_argument(
                 "mask",
-                format!("shape {} × {} differs from the weight's {} × {}", mask.rows, mask.cols, weight.rows, weight.cols),
+                format!(
+                    "shape {} × {} differs from the weight's {} × {}",
+                    mask.rows, mask.cols, weight.rows, weight.cols
+                ),
             ));
         }
         self.run(weight, hessian, MaskRule::Fixed(mask))
@@ -64,10 +75,16 @@ impl SparseGpt {
 
     fn check(&self) -> Result<()> {
         if !(self.damping.is_finite() && self.damping >= 0.0) {
-            return Err(Error::invalid_argument("damping", format!("must be a finite number >= 0, got {}", self.damping)));
+            return Err(Error::invalid_argument(
+                "damping",
+                format!("must be a finite number >= 0, got {}", self.damping),
+            ));
         }
         if self.block_size == 0 {
-            return Err(Error::invalid_argument("block size", "must be at least 1, got 0"));
+            return Err(Error::invalid_argument(
+                "block size",
+                "must be at least 1, got 0",
+            ));
         }
         Ok(())
     }
@@ -90,7 +107,10 @@ impl SparseGpt {
             h[j * n + j] += self.damping * mean_diagonal;
         }
         inverse_upper_cholesky(&h, n).map_err(|e| {
-            Error::invalid_argument("hessian", format!("{e}; increase the damping (now {})", self.damping))
+            Error::invalid_argument(
+                "hessian",
+                format!("{e}; increase the damping (now {})", self.damping),
+            )
         })
     }
 
@@ -98,7 +118,13 @@ impl SparseGpt {
         self.check()?;
         let (rows, cols) = (weight.rows, weight.cols);
         if hessian.n != cols {
-            return Err(Error::invalid_argument("hessian", format!("{} × {} for a matrix with {cols} inputs", hessian.n, hessian.n)));
+            return Err(Error::invalid_argument(
+                "hessian",
+                format!(
+                    "{} × {} for a matrix with {cols} inputs",
+                    hessian.n, hessian.n
+                ),
+            ));
         }
         let mut w: Vec<f64> = weight.data.iter().map(|&x| x as f64).collect();
         let u = self.inverse_factor(hessian, &mut w, rows)?;
@@ -113,7 +139,8 @@ impl SparseGpt {
             MaskRule::Fixed(mask) => mask.kept.clone(),
             _ => vec![true; rows * cols],
         };
-        let saliency = |value: f64, j: usize| -> f64 { value * value / (u[j * cols + j] * u[j * cols + j]) };
+        let saliency =
+            |value: f64, j: usize| -> f64 { value * value / (u[j * cols + j] * u[j * cols + j]) };
 
         let mut n_pruned_so_far = 0usize;
         for i1 in (0..cols).step_by(block_size) {
@@ -122,7 +149,8 @@ impl SparseGpt {
 
             // Unstructured: this block's mask, from the saliency of its current values.
             if let MaskRule::Budget { n_pruned } = rule {
-                let target = ((n_pruned as u128 * i2 as u128 + cols as u128 / 2) / cols as u128) as usize;
+                let target =
+                    ((n_pruned as u128 * i2 as u128 + cols as u128 / 2) / cols as u128) as usize;
                 let k = target - n_pruned_so_far;
                 let mut order: Vec<(f64, usize, usize)> = Vec::with_capacity(rows * count);
                 for r in 0..rows {
@@ -152,7 +180,8 @@ impl SparseGpt {
                 for i in i1..i2 {
                     if let MaskRule::NOfM { n, m } = rule {
                         if (i - i1) % m == 0 {
-                            let mut group: Vec<(f64, usize)> = (i..i + m).map(|j| (saliency(row[j], j), j)).collect();
+                            let mut group: Vec<(f64, usize)> =
+                                (i..i + m).map(|j| (saliency(row[j], j), j)).collect();
                             group.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                             for &(_, j) in &group[..m - n] {
                                 kept[r * cols + j] = false;
@@ -172,11 +201,17 @@ impl SparseGpt {
             // Spread the block's errors over the columns to its right: W[:, i2:] -= E U[i1:i2, i2:].
             if i2 < cols {
                 let e = Tensor::from_vec(err, (rows, count), &Device::Cpu)?;
-                let u_block = u_tensor.narrow(0, i1, count)?.narrow(1, i2, cols - i2)?.contiguous()?; // (count, cols - i2)
+                let u_block = u_tensor
+                    .narrow(0, i1, count)?
+                    .narrow(1, i2, cols - i2)?
+                    .contiguous()?; // (count, cols - i2)
                 let delta = e.matmul(&u_block)?.flatten_all()?.to_vec1::<f64>()?; // (rows, cols - i2)
                 let tail = cols - i2;
                 for r in 0..rows {
-                    for (x, d) in w[r * cols + i2..(r + 1) * cols].iter_mut().zip(&delta[r * tail..(r + 1) * tail]) {
+                    for (x, d) in w[r * cols + i2..(r + 1) * cols]
+                        .iter_mut()
+                        .zip(&delta[r * tail..(r + 1) * tail])
+                    {
                         *x -= d;
                     }
                 }
@@ -194,15 +229,27 @@ impl Pruner for SparseGpt {
     /// Returns the OBS saliency `W_ij² / U_jj²` of every weight before any update.
     fn score(&self, weight: &Matrix, hessian: Option<&Hessian>) -> Result<Vec<f32>> {
         self.check()?;
-        let hessian = hessian.ok_or_else(|| Error::invalid_argument("calibration data", "SparseGPT needs calibration inputs"))?;
+        let hessian = hessian.ok_or_else(|| {
+            Error::invalid_argument("calibration data", "SparseGPT needs calibration inputs")
+        })?;
         let mut w: Vec<f64> = weight.data.iter().map(|&x| x as f64).collect();
         let u = self.inverse_factor(hessian, &mut w, weight.rows)?;
         let n = weight.cols;
-        Ok(w.iter().enumerate().map(|(k, x)| (x * x / (u[(k % n) * n + k % n].powi(2))) as f32).collect())
+        Ok(w.iter()
+            .enumerate()
+            .map(|(k, x)| (x * x / (u[(k % n) * n + k % n].powi(2))) as f32)
+            .collect())
     }
 
-    fn prune(&self, weight: &mut Matrix, hessian: Option<&Hessian>, selection: &Selection) -> Result<Mask> {
-        let hessian = hessian.ok_or_else(|| Error::invalid_argument("calibration data", "SparseGPT needs calibration inputs"))?;
+    fn prune(
+        &self,
+        weight: &mut Matrix,
+        hessian: Option<&Hessian>,
+        selection: &Selection,
+    ) -> Result<Mask> {
+        let hessian = hessian.ok_or_else(|| {
+            Error::invalid_argument("calibration data", "SparseGPT needs calibration inputs")
+        })?;
         let rule = match *selection {
             Selection::PerMatrix { n_pruned } => {
                 if n_pruned > weight.rows * weight.cols {

@@ -15,7 +15,11 @@ pub fn score(weight: &Matrix, input_norms: &[f64]) -> Result<Vec<f32>> {
     if input_norms.len() != weight.cols {
         return Err(Error::invalid_argument(
             "input norms",
-            format!("{} norms for a matrix with {} inputs", input_norms.len(), weight.cols),
+            format!(
+                "{} norms for a matrix with {} inputs",
+                input_norms.len(),
+                weight.cols
+            ),
         ));
     }
     let mut scores = Vec::with_capacity(weight.data.len());
@@ -29,7 +33,9 @@ pub fn score(weight: &Matrix, input_norms: &[f64]) -> Result<Vec<f32>> {
 
 impl Pruner for Wanda {
     fn score(&self, weight: &Matrix, hessian: Option<&Hessian>) -> Result<Vec<f32>> {
-        let hessian = hessian.ok_or_else(|| Error::invalid_argument("calibration data", "Wanda needs calibration inputs"))?;
+        let hessian = hessian.ok_or_else(|| {
+            Error::invalid_argument("calibration data", "Wanda needs calibration inputs")
+        })?;
         // ‖X_j‖₂² is the diagonal entry H_jj of H = XᵀX.
         score(weight, &hessian.input_norms())
     }

@@ -50,9 +50,15 @@ impl TrainData {
     /// from token count, a token outside the vocabulary) or when no sample is usable.
     pub fn new(samples: Vec<Sample>, seq_len: usize, vocab_size: usize) -> Result<Self> {
         if seq_len == 0 {
-            return Err(Error::invalid_argument("sequence length", "must be at least 1 token, got 0"));
+            return Err(Error::invalid_argument(
+                "sequence length",
+                "must be at least 1 token, got 0",
+            ));
         }
-        let mut report = DataReport { n_samples: samples.len(), ..DataReport::default() };
+        let mut report = DataReport {
+            n_samples: samples.len(),
+            ..DataReport::default()
+        };
         if samples.is_empty() {
             return Err(Error::Data("no samples: the data set is empty".into()));
         }
@@ -66,7 +72,9 @@ impl TrainData {
                 )));
             }
             if let Some(&bad) = sample.tokens.iter().find(|&&t| t as usize >= vocab_size) {
-                return Err(Error::Data(format!("sample {i} has token id {bad}, outside the vocabulary of {vocab_size} tokens")));
+                return Err(Error::Data(format!(
+                    "sample {i} has token id {bad}, outside the vocabulary of {vocab_size} tokens"
+                )));
             }
             if sample.tokens.len() > seq_len + 1 {
                 sample.tokens.truncate(seq_len + 1);
@@ -88,7 +96,11 @@ impl TrainData {
                 seq_len + 1
             )));
         }
-        Ok(Self { samples: kept, seq_len, report })
+        Ok(Self {
+            samples: kept,
+            seq_len,
+            report,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -131,7 +143,11 @@ impl Batch {
     /// Builds a batch from `samples`, padded to the longest one. Padding uses token 0 with
     /// weight 0; causal attention keeps it from affecting the real positions before it.
     pub fn from_samples(samples: &[&Sample]) -> Self {
-        let seq = samples.iter().map(|s| s.tokens.len() - 1).max().unwrap_or(0);
+        let seq = samples
+            .iter()
+            .map(|s| s.tokens.len() - 1)
+            .max()
+            .unwrap_or(0);
         let mut batch = Batch {
             batch_size: samples.len(),
             seq,
@@ -172,13 +188,22 @@ pub struct SamplerState {
 
 impl SamplerState {
     pub fn new(seed: u64) -> Self {
-        Self { seed, epoch: 0, cursor: 0 }
+        Self {
+            seed,
+            epoch: 0,
+            cursor: 0,
+        }
     }
 
     /// Returns the next `n` indices of samples with token counts `lengths`, moving on to a new
     /// permutation at the end of each epoch. `group` turns on length grouping with chunks of
     /// that many samples.
-    pub fn next_indices(&mut self, n: usize, lengths: &[usize], group: Option<usize>) -> Vec<usize> {
+    pub fn next_indices(
+        &mut self,
+        n: usize,
+        lengths: &[usize],
+        group: Option<usize>,
+    ) -> Vec<usize> {
         let len = lengths.len();
         let mut out = Vec::with_capacity(n);
         let mut order = epoch_order(self.seed, self.epoch, lengths, group);
@@ -259,10 +284,17 @@ mod tests {
         let order = state.next_indices(9, &LENGTHS, Some(4));
         let mut sorted = order.clone();
         sorted.sort();
-        assert_eq!(sorted, (0..9).collect::<Vec<_>>(), "every sample once per epoch");
+        assert_eq!(
+            sorted,
+            (0..9).collect::<Vec<_>>(),
+            "every sample once per epoch"
+        );
         for chunk in order.chunks(4) {
             let lengths: Vec<usize> = chunk.iter().map(|&i| LENGTHS[i]).collect();
-            assert!(lengths.windows(2).all(|w| w[0] >= w[1]), "chunk lengths {lengths:?} are not descending");
+            assert!(
+                lengths.windows(2).all(|w| w[0] >= w[1]),
+                "chunk lengths {lengths:?} are not descending"
+            );
         }
     }
 
@@ -290,7 +322,10 @@ mod tests {
         let samples = vec![
             Sample::text((0..20).collect()),
             Sample::text(vec![5]),
-            Sample { tokens: vec![1, 2, 3], loss_mask: vec![true, false, false] },
+            Sample {
+                tokens: vec![1, 2, 3],
+                loss_mask: vec![true, false, false],
+            },
             Sample::text(vec![1, 2, 3]),
         ];
         let data = TrainData::new(samples, 8, 100).unwrap();
@@ -305,18 +340,31 @@ mod tests {
     fn data_rejects_bad_input() {
         let err = TrainData::new(vec![], 8, 100).unwrap_err().to_string();
         assert!(err.contains("data set is empty"), "{err}");
-        let err = TrainData::new(vec![Sample::text(vec![1, 200])], 8, 100).unwrap_err().to_string();
-        assert!(err.contains("token id 200, outside the vocabulary of 100"), "{err}");
-        let bad = Sample { tokens: vec![1, 2], loss_mask: vec![true] };
+        let err = TrainData::new(vec![Sample::text(vec![1, 200])], 8, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("token id 200, outside the vocabulary of 100"),
+            "{err}"
+        );
+        let bad = Sample {
+            tokens: vec![1, 2],
+            loss_mask: vec![true],
+        };
         let err = TrainData::new(vec![bad], 8, 100).unwrap_err().to_string();
         assert!(err.contains("2 tokens but 1 loss-mask entries"), "{err}");
-        let err = TrainData::new(vec![Sample::text(vec![1])], 8, 100).unwrap_err().to_string();
+        let err = TrainData::new(vec![Sample::text(vec![1])], 8, 100)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no usable samples"), "{err}");
     }
 
     #[test]
     fn batch_pads_and_shifts() {
-        let a = Sample { tokens: vec![1, 2, 3, 4], loss_mask: vec![false, false, true, true] };
+        let a = Sample {
+            tokens: vec![1, 2, 3, 4],
+            loss_mask: vec![false, false, true, true],
+        };
         let b = Sample::text(vec![7, 8]);
         let batch = Batch::from_samples(&[&a, &b]);
         assert_eq!(batch.seq, 3);

@@ -46,7 +46,11 @@ impl View for &Entry {
 
 pub(crate) fn f32_entry(values: &[f32], shape: &[usize]) -> Entry {
     let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    Entry { dtype: Dtype::F32, shape: shape.to_vec(), bytes }
+    Entry {
+        dtype: Dtype::F32,
+        shape: shape.to_vec(),
+        bytes,
+    }
 }
 
 pub(crate) fn tensor_entry(t: &Tensor) -> Result<Entry> {
@@ -58,24 +62,50 @@ pub(crate) fn tensor_entry(t: &Tensor) -> Result<Entry> {
 pub(crate) fn u8_entry(mask: &Tensor) -> Result<Entry> {
     let values: Vec<f32> = mask.flatten_all()?.to_vec1()?;
     let bytes = values.iter().map(|&v| (v != 0.0) as u8).collect();
-    Ok(Entry { dtype: Dtype::U8, shape: mask.dims().to_vec(), bytes })
+    Ok(Entry {
+        dtype: Dtype::U8,
+        shape: mask.dims().to_vec(),
+        bytes,
+    })
 }
 
-pub(crate) fn serialize(entries: Vec<(String, Entry)>, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+pub(crate) fn serialize(
+    entries: Vec<(String, Entry)>,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let views: Vec<(String, &Entry)> = entries.iter().map(|(n, e)| (n.clone(), e)).collect();
-    let metadata = if metadata.is_empty() { None } else { Some(metadata) };
-    safetensors::serialize(views, metadata).map_err(|e| Error::Checkpoint(format!("serializing failed: {e}")))
+    let metadata = if metadata.is_empty() {
+        None
+    } else {
+        Some(metadata)
+    };
+    safetensors::serialize(views, metadata)
+        .map_err(|e| Error::Checkpoint(format!("serializing failed: {e}")))
 }
 
 /// Converts a safetensors view to an F32 tensor (U8, F16, BF16 and F32 are accepted).
 pub(crate) fn tensor_from_view(name: &str, view: &TensorView) -> Result<Tensor> {
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
-        Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
         Dtype::U8 => data.iter().map(|&b| b as f32).collect(),
-        Dtype::F16 => data.chunks_exact(2).map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]]), false)).collect(),
-        Dtype::BF16 => data.chunks_exact(2).map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]]), true)).collect(),
-        other => return Err(Error::tensor(name, format!("type {other:?} is not supported; use F32, F16, BF16 or U8"))),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]]), false))
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]]), true))
+            .collect(),
+        other => {
+            return Err(Error::tensor(
+                name,
+                format!("type {other:?} is not supported; use F32, F16, BF16 or U8"),
+            ))
+        }
     };
     Ok(Tensor::from_vec(values, view.shape(), &Device::Cpu)?)
 }
@@ -114,16 +144,30 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn read(bytes: &[u8]) -> Result<Self> {
-        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-            .map_err(|e| Error::Checkpoint(format!("not a valid safetensors file ({e}); is it truncated?")))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
+            Error::Checkpoint(format!(
+                "not a valid safetensors file ({e}); is it truncated?"
+            ))
+        })?;
         let metadata = header.metadata().clone().unwrap_or_default();
         match metadata.get("format") {
             Some(f) if f == FORMAT => {}
-            Some(f) => return Err(Error::Checkpoint(format!("format is \"{f}\", expected \"{FORMAT}\""))),
-            None => return Err(Error::Checkpoint(format!("the file has no \"format\" metadata; it is not a {FORMAT} checkpoint"))),
+            Some(f) => {
+                return Err(Error::Checkpoint(format!(
+                    "format is \"{f}\", expected \"{FORMAT}\""
+                )))
+            }
+            None => {
+                return Err(Error::Checkpoint(format!(
+                    "the file has no \"format\" metadata; it is not a {FORMAT} checkpoint"
+                )))
+            }
         }
-        let file = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::Checkpoint(format!("not a valid safetensors file ({e}); is it truncated?")))?;
+        let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+            Error::Checkpoint(format!(
+                "not a valid safetensors file ({e}); is it truncated?"
+            ))
+        })?;
         let mut tensors = HashMap::new();
         for (name, view) in file.tensors() {
             let t = tensor_from_view(&name, &view)?;
@@ -133,16 +177,25 @@ impl Checkpoint {
     }
 
     pub fn meta(&self, key: &str) -> Result<&str> {
-        self.metadata.get(key).map(|s| s.as_str()).ok_or_else(|| Error::Checkpoint(format!("metadata key \"{key}\" is missing")))
+        self.metadata
+            .get(key)
+            .map(|s| s.as_str())
+            .ok_or_else(|| Error::Checkpoint(format!("metadata key \"{key}\" is missing")))
     }
 
     pub fn meta_parse<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
         let text = self.meta(key)?;
-        text.parse().map_err(|_| Error::Checkpoint(format!("metadata key \"{key}\" is invalid: \"{text}\" does not parse")))
+        text.parse().map_err(|_| {
+            Error::Checkpoint(format!(
+                "metadata key \"{key}\" is invalid: \"{text}\" does not parse"
+            ))
+        })
     }
 
     pub fn tensor(&self, name: &str) -> Result<&Tensor> {
-        self.tensors.get(name).ok_or_else(|| Error::Checkpoint(format!("tensor \"{name}\" is missing")))
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::Checkpoint(format!("tensor \"{name}\" is missing")))
     }
 }
 
@@ -165,8 +218,14 @@ impl super::Trainer {
         let mut entries = Vec::new();
         for ((name, var), moments) in self.params.iter().zip(&self.optimizer.moments) {
             entries.push((format!("param.{name}"), tensor_entry(var.as_tensor())?));
-            entries.push((format!("adamw.m.{name}"), f32_entry(&moments.m, &[moments.m.len()])));
-            entries.push((format!("adamw.v.{name}"), f32_entry(&moments.v, &[moments.v.len()])));
+            entries.push((
+                format!("adamw.m.{name}"),
+                f32_entry(&moments.m, &[moments.m.len()]),
+            ));
+            entries.push((
+                format!("adamw.v.{name}"),
+                f32_entry(&moments.v, &[moments.v.len()]),
+            ));
         }
         for (name, mask) in self.masks.iter() {
             entries.push((format!("mask.{name}"), u8_entry(mask)?));
@@ -174,11 +233,20 @@ impl super::Trainer {
         let metadata: HashMap<String, String> = [
             ("format".to_string(), FORMAT.to_string()),
             ("step".to_string(), self.step.to_string()),
-            ("optimizer_updates".to_string(), self.optimizer.n_updates.to_string()),
+            (
+                "optimizer_updates".to_string(),
+                self.optimizer.n_updates.to_string(),
+            ),
             ("sampler".to_string(), json(&self.sampler)?),
             ("config".to_string(), json(&self.config)?),
-            ("base_fingerprint".to_string(), format!("{:016x}", self.base_fingerprint)),
-            ("data_fingerprint".to_string(), format!("{:016x}", self.train.fingerprint())),
+            (
+                "base_fingerprint".to_string(),
+                format!("{:016x}", self.base_fingerprint),
+            ),
+            (
+                "data_fingerprint".to_string(),
+                format!("{:016x}", self.train.fingerprint()),
+            ),
         ]
         .into_iter()
         .collect();
@@ -188,11 +256,21 @@ impl super::Trainer {
     /// Continues a run from a checkpoint. `model` must be loaded from the same file as in the
     /// original run, and `config` and `train` must equal the original ones. Any difference is
     /// an error that names it. Masks come from the checkpoint.
-    pub fn resume(model: crate::model::dense::DenseModel, config: super::TrainConfig, train: super::TrainData, eval: Option<super::TrainData>, bytes: &[u8]) -> Result<Self> {
+    pub fn resume(
+        model: crate::model::dense::DenseModel,
+        config: super::TrainConfig,
+        train: super::TrainData,
+        eval: Option<super::TrainData>,
+        bytes: &[u8],
+    ) -> Result<Self> {
         let checkpoint = Checkpoint::read(bytes)?;
 
-        let saved: super::TrainConfig = serde_json::from_str(checkpoint.meta("config")?)
-            .map_err(|e| Error::Checkpoint(format!("the stored training configuration does not parse: {e}")))?;
+        let saved: super::TrainConfig =
+            serde_json::from_str(checkpoint.meta("config")?).map_err(|e| {
+                Error::Checkpoint(format!(
+                    "the stored training configuration does not parse: {e}"
+                ))
+            })?;
         if saved != config {
             return Err(Error::Checkpoint(format!(
                 "it was written with different training settings; pass the same options to resume. Differences (checkpoint vs this run): {}",
@@ -220,32 +298,53 @@ impl super::Trainer {
             ));
         }
 
-        for ((name, var), moments) in trainer.params.iter().zip(trainer.optimizer.moments.iter_mut()) {
+        for ((name, var), moments) in trainer
+            .params
+            .iter()
+            .zip(trainer.optimizer.moments.iter_mut())
+        {
             let value = checkpoint.tensor(&format!("param.{name}"))?;
             if value.dims() != var.dims() {
-                return Err(Error::Checkpoint(format!("param.{name} has shape {:?}, the model has {:?}", value.dims(), var.dims())));
+                return Err(Error::Checkpoint(format!(
+                    "param.{name} has shape {:?}, the model has {:?}",
+                    value.dims(),
+                    var.dims()
+                )));
             }
             var.set(value)?;
             for (key, target) in [("m", &mut moments.m), ("v", &mut moments.v)] {
-                let stored: Vec<f32> = checkpoint.tensor(&format!("adamw.{key}.{name}"))?.flatten_all()?.to_vec1()?;
+                let stored: Vec<f32> = checkpoint
+                    .tensor(&format!("adamw.{key}.{name}"))?
+                    .flatten_all()?
+                    .to_vec1()?;
                 if stored.len() != target.len() {
-                    return Err(Error::Checkpoint(format!("adamw.{key}.{name} has {} values, expected {}", stored.len(), target.len())));
+                    return Err(Error::Checkpoint(format!(
+                        "adamw.{key}.{name} has {} values, expected {}",
+                        stored.len(),
+                        target.len()
+                    )));
                 }
                 *target = stored;
             }
         }
         trainer.optimizer.n_updates = checkpoint.meta_parse("optimizer_updates")?;
         trainer.step = checkpoint.meta_parse("step")?;
-        trainer.sampler = serde_json::from_str(checkpoint.meta("sampler")?)
-            .map_err(|e| Error::Checkpoint(format!("the stored sampler state does not parse: {e}")))?;
+        trainer.sampler = serde_json::from_str(checkpoint.meta("sampler")?).map_err(|e| {
+            Error::Checkpoint(format!("the stored sampler state does not parse: {e}"))
+        })?;
         Ok(trainer)
     }
 }
 
 /// Lists the top-level fields where two configurations differ, as `field: a vs b`.
 fn config_differences(a: &super::TrainConfig, b: &super::TrainConfig) -> String {
-    let (a, b) = (serde_json::to_value(a).unwrap_or_default(), serde_json::to_value(b).unwrap_or_default());
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return String::new() };
+    let (a, b) = (
+        serde_json::to_value(a).unwrap_or_default(),
+        serde_json::to_value(b).unwrap_or_default(),
+    );
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return String::new();
+    };
     a.iter()
         .filter(|(k, v)| b.get(*k) != Some(*v))
         .map(|(k, v)| format!("{k}: {v} vs {}", b.get(k).cloned().unwrap_or_default()))
@@ -254,7 +353,8 @@ fn config_differences(a: &super::TrainConfig, b: &super::TrainConfig) -> String 
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Checkpoint(format!("serializing metadata failed: {e}")))
+    serde_json::to_string(value)
+        .map_err(|e| Error::Checkpoint(format!("serializing metadata failed: {e}")))
 }
 
 /// A directory of checkpoints named `step-NNNNNNNN.safetensors`, written atomically, of which
@@ -270,12 +370,17 @@ impl CheckpointDir {
     pub fn new(dir: impl Into<std::path::PathBuf>, keep: usize) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(Self { dir, keep: keep.max(1) })
+        Ok(Self {
+            dir,
+            keep: keep.max(1),
+        })
     }
 
     /// Writes the trainer's checkpoint and deletes the oldest beyond `keep`. Returns its path.
     pub fn save(&self, trainer: &super::Trainer) -> Result<std::path::PathBuf> {
-        let path = self.dir.join(format!("step-{:08}.safetensors", trainer.step_count()));
+        let path = self
+            .dir
+            .join(format!("step-{:08}.safetensors", trainer.step_count()));
         crate::fsutil::write_atomically(&path, &trainer.checkpoint_bytes()?)?;
         let all = self.list()?;
         if all.len() > self.keep {
@@ -298,7 +403,10 @@ impl CheckpointDir {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("step-").and_then(|s| s.strip_suffix(".safetensors")).and_then(|s| s.parse::<usize>().ok());
+            let step = name
+                .strip_prefix("step-")
+                .and_then(|s| s.strip_suffix(".safetensors"))
+                .and_then(|s| s.parse::<usize>().ok());
             if let Some(step) = step {
                 found.push((step, entry.path()));
             }

@@ -12,16 +12,28 @@ use crate::train::batch::{Sample, TrainData};
 /// longer than `seq_len + 1` tokens and counts them. A text document is cut into windows of
 /// `seq_len + 1` tokens that overlap by one token, so every token after the first is a target
 /// exactly once.
-pub fn samples_from_corpus(corpus: &Corpus, tokenizer: &Tokenizer, template: &ChatTemplate, seq_len: usize) -> Result<Vec<Sample>> {
+pub fn samples_from_corpus(
+    corpus: &Corpus,
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    seq_len: usize,
+) -> Result<Vec<Sample>> {
     let stream = tokenize_corpus(corpus, tokenizer, template)?;
     let mut samples = Vec::with_capacity(corpus.documents.len());
     for (d, document) in corpus.documents.iter().enumerate() {
         let start = stream.document_starts[d];
-        let end = stream.document_starts.get(d + 1).copied().unwrap_or(stream.tokens.len());
+        let end = stream
+            .document_starts
+            .get(d + 1)
+            .copied()
+            .unwrap_or(stream.tokens.len());
         let tokens = &stream.tokens[start..end];
         match document.content {
             DocumentContent::Chat(_) => {
-                samples.push(Sample { tokens: tokens.to_vec(), loss_mask: stream.assistant[start..end].to_vec() });
+                samples.push(Sample {
+                    tokens: tokens.to_vec(),
+                    loss_mask: stream.assistant[start..end].to_vec(),
+                });
             }
             DocumentContent::Text(_) => {
                 let mut at = 0;
@@ -48,15 +60,25 @@ pub fn prepare(
     split_seed: u64,
 ) -> Result<(TrainData, Option<TrainData>)> {
     if corpus.documents.is_empty() {
-        return Err(Error::Data(format!("{} contains no documents", corpus.source)));
+        return Err(Error::Data(format!(
+            "{} contains no documents",
+            corpus.source
+        )));
     }
     let (train, held_out) = split_corpus(corpus, eval_fraction, split_seed)?;
-    let train = TrainData::new(samples_from_corpus(&train, tokenizer, template, seq_len)?, seq_len, vocab_size)?;
+    let train = TrainData::new(
+        samples_from_corpus(&train, tokenizer, template, seq_len)?,
+        seq_len,
+        vocab_size,
+    )?;
     let eval = if held_out.documents.is_empty() {
         None
     } else {
         let samples = samples_from_corpus(&held_out, tokenizer, template, seq_len)?;
-        Some(TrainData::new(samples, seq_len, vocab_size).map_err(|e| Error::Data(format!("held-out split: {e}")))?)
+        Some(
+            TrainData::new(samples, seq_len, vocab_size)
+                .map_err(|e| Error::Data(format!("held-out split: {e}")))?,
+        )
     };
     Ok((train, eval))
 }

@@ -16,8 +16,14 @@ pub fn nll_sum(model: &DenseModel, batch: &Batch, differentiable: bool) -> Resul
     let hidden = model.forward_hidden(&inputs, differentiable)?; // (batch, seq, hidden)
     let hidden = hidden.reshape((batch.batch_size * batch.seq, model.config.hidden_size))?; // (batch * seq, hidden)
 
-    let positions: Vec<u32> = (0..batch.weights.len()).filter(|&i| batch.weights[i] > 0.0).map(|i| i as u32).collect();
-    let targets: Vec<u32> = positions.iter().map(|&i| batch.targets[i as usize]).collect();
+    let positions: Vec<u32> = (0..batch.weights.len())
+        .filter(|&i| batch.weights[i] > 0.0)
+        .map(|i| i as u32)
+        .collect();
+    let targets: Vec<u32> = positions
+        .iter()
+        .map(|&i| batch.targets[i as usize])
+        .collect();
     let n = positions.len();
     let positions = Tensor::from_vec(positions, n, &device)?;
     let selected = hidden.index_select(&positions, 0)?.unsqueeze(0)?; // (1, n, hidden)

@@ -43,12 +43,24 @@ impl MaskSet {
     pub fn insert(&mut self, model: &DenseModel, name: &str, mask: Tensor) -> Result<()> {
         let shape = projection_shape(model, name)?;
         if mask.dims() != shape.as_slice() {
-            return Err(Error::tensor(name, format!("mask shape {:?} differs from the weight shape {shape:?}", mask.dims())));
+            return Err(Error::tensor(
+                name,
+                format!(
+                    "mask shape {:?} differs from the weight shape {shape:?}",
+                    mask.dims()
+                ),
+            ));
         }
         let mask = mask.to_dtype(DType::F32)?;
         let values: Vec<f32> = mask.flatten_all()?.to_vec1()?;
         if let Some(i) = values.iter().position(|&v| v != 0.0 && v != 1.0) {
-            return Err(Error::tensor(name, format!("mask value {} at flat index {i}; masks hold only 0 (pruned) and 1 (kept)", values[i])));
+            return Err(Error::tensor(
+                name,
+                format!(
+                    "mask value {} at flat index {i}; masks hold only 0 (pruned) and 1 (kept)",
+                    values[i]
+                ),
+            ));
         }
         self.masks.insert(name.to_string(), mask);
         Ok(())
@@ -72,7 +84,10 @@ impl MaskSet {
 
     /// Returns the masks as a plain map, the form `DenseModel::add_lora` takes.
     pub fn to_map(&self) -> HashMap<String, Tensor> {
-        self.masks.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.masks
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Number of pruned (masked) weights.
@@ -96,8 +111,11 @@ impl MaskSet {
     /// Reads masks saved by `to_safetensors`, or any safetensors file whose tensors are named
     /// like the weights and hold 0 and 1 (U8, F32, F16 or BF16), and checks them against `model`.
     pub fn from_safetensors(model: &DenseModel, bytes: &[u8]) -> Result<Self> {
-        let file = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::Checkpoint(format!("the mask file is not a valid safetensors file: {e}")))?;
+        let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+            Error::Checkpoint(format!(
+                "the mask file is not a valid safetensors file: {e}"
+            ))
+        })?;
         let mut set = Self::new();
         for (name, view) in file.tensors() {
             let tensor = super::checkpoint::tensor_from_view(&name, &view)?;

@@ -92,19 +92,33 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("steps", self.steps), ("batch size", self.batch_size), ("gradient accumulation", self.grad_accum), ("sequence length", self.seq_len)] {
+        for (name, v) in [
+            ("steps", self.steps),
+            ("batch size", self.batch_size),
+            ("gradient accumulation", self.grad_accum),
+            ("sequence length", self.seq_len),
+        ] {
             if v == 0 {
                 return Err(Error::invalid_argument(name, "must be at least 1, got 0"));
             }
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::invalid_argument("learning rate", format!("must be a positive number, got {}", self.lr)));
+            return Err(Error::invalid_argument(
+                "learning rate",
+                format!("must be a positive number, got {}", self.lr),
+            ));
         }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return Err(Error::invalid_argument("minimum learning-rate ratio", format!("must be in [0, 1], got {}", self.min_lr_ratio)));
+            return Err(Error::invalid_argument(
+                "minimum learning-rate ratio",
+                format!("must be in [0, 1], got {}", self.min_lr_ratio),
+            ));
         }
         if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
-            return Err(Error::invalid_argument("maximum gradient norm", format!("must be 0 (off) or positive, got {}", self.max_grad_norm)));
+            return Err(Error::invalid_argument(
+                "maximum gradient norm",
+                format!("must be 0 (off) or positive, got {}", self.max_grad_norm),
+            ));
         }
         self.optimizer.validate()?;
         if let Some(lora) = &self.lora {
@@ -126,7 +140,12 @@ impl TrainConfig {
     }
 
     pub fn lr_schedule(&self) -> LrSchedule {
-        LrSchedule { peak: self.lr, warmup_steps: self.warmup_steps, total_steps: self.steps, min_ratio: self.min_lr_ratio }
+        LrSchedule {
+            peak: self.lr,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+            min_ratio: self.min_lr_ratio,
+        }
     }
 }
 
@@ -186,13 +205,22 @@ const LENGTH_GROUP_BATCHES: usize = 50;
 impl Trainer {
     /// Prepares a run: checks the configuration, zeroes masked weights, adds LoRA adapters when
     /// configured (masked like their base weights), and creates the optimizer state.
-    pub fn new(mut model: DenseModel, config: TrainConfig, masks: MaskSet, train: TrainData, eval: Option<TrainData>) -> Result<Self> {
+    pub fn new(
+        mut model: DenseModel,
+        config: TrainConfig,
+        masks: MaskSet,
+        train: TrainData,
+        eval: Option<TrainData>,
+    ) -> Result<Self> {
         config.validate()?;
         let context = model.config.context_length;
         if config.seq_len > context {
             return Err(Error::invalid_argument(
                 "sequence length",
-                format!("{} exceeds the model's context of {context} tokens", config.seq_len),
+                format!(
+                    "{} exceeds the model's context of {context} tokens",
+                    config.seq_len
+                ),
             ));
         }
         for (what, data) in [("training", Some(&train)), ("evaluation", eval.as_ref())] {
@@ -200,7 +228,10 @@ impl Trainer {
                 if data.seq_len > config.seq_len {
                     return Err(Error::invalid_argument(
                         "sequence length",
-                        format!("the {what} data was cut to {} tokens, more than the configured {}", data.seq_len, config.seq_len),
+                        format!(
+                            "the {what} data was cut to {} tokens, more than the configured {}",
+                            data.seq_len, config.seq_len
+                        ),
                     ));
                 }
             }
@@ -221,7 +252,19 @@ impl Trainer {
         let optimizer = AdamW::new(config.optimizer, &sizes)?;
         let sampler = SamplerState::new(config.seed);
         let train_lengths = train.samples.iter().map(|s| s.tokens.len()).collect();
-        Ok(Self { model, config, params, optimizer, masks, train, eval, sampler, train_lengths, step: 0, base_fingerprint })
+        Ok(Self {
+            model,
+            config,
+            params,
+            optimizer,
+            masks,
+            train,
+            eval,
+            sampler,
+            train_lengths,
+            step: 0,
+            base_fingerprint,
+        })
     }
 
     pub fn model(&self) -> &DenseModel {
@@ -262,16 +305,24 @@ impl Trainer {
     /// `Error::NonFinite` and leaves the weights, optimizer and sample order as they were.
     pub fn step(&mut self) -> Result<StepReport> {
         if self.is_done() {
-            return Err(Error::invalid_argument("step", format!("training already finished its {} steps", self.config.steps)));
+            return Err(Error::invalid_argument(
+                "step",
+                format!("training already finished its {} steps", self.config.steps),
+            ));
         }
         let step_number = self.step + 1;
         let lr = self.config.lr_schedule().at(self.step);
         let sampler_before = self.sampler.clone();
-        let group = self.config.group_by_length.then_some(self.config.batch_size * LENGTH_GROUP_BATCHES);
+        let group = self
+            .config
+            .group_by_length
+            .then_some(self.config.batch_size * LENGTH_GROUP_BATCHES);
 
         let batches: Vec<Batch> = (0..self.config.grad_accum)
             .map(|_| {
-                let indices = self.sampler.next_indices(self.config.batch_size, &self.train_lengths, group);
+                let indices =
+                    self.sampler
+                        .next_indices(self.config.batch_size, &self.train_lengths, group);
                 let samples: Vec<_> = indices.iter().map(|&i| &self.train.samples[i]).collect();
                 Batch::from_samples(&samples)
             })
@@ -302,12 +353,19 @@ impl Trainer {
         let grad_norm = sum_sq.sqrt();
         if !grad_norm.is_finite() {
             self.sampler = sampler_before;
-            return Err(Error::NonFinite { step: step_number, quantity: "gradient norm", value: grad_norm as f32 });
+            return Err(Error::NonFinite {
+                step: step_number,
+                quantity: "gradient norm",
+                value: grad_norm as f32,
+            });
         }
         let clipped = self.config.max_grad_norm > 0.0 && grad_norm > self.config.max_grad_norm;
         if clipped {
             let scale = self.config.max_grad_norm / grad_norm;
-            grads = grads.iter().map(|g| g * scale).collect::<candle_core::Result<_>>()?;
+            grads = grads
+                .iter()
+                .map(|g| g * scale)
+                .collect::<candle_core::Result<_>>()?;
         }
 
         let vars: Vec<Var> = self.params.iter().map(|(_, v)| v.clone()).collect();
@@ -332,12 +390,24 @@ impl Trainer {
         } else {
             None
         };
-        let eval_due = self.config.eval_every > 0 && (self.step % self.config.eval_every == 0 || self.is_done());
+        let eval_due = self.config.eval_every > 0
+            && (self.step % self.config.eval_every == 0 || self.is_done());
         let eval = match (&self.eval, eval_due) {
             (Some(_), true) => Some(self.evaluate()?),
             _ => None,
         };
-        Ok(StepReport { step: self.step, loss, lr, grad_norm, clipped, n_tokens, n_targets, sparsity, pruned_to, eval })
+        Ok(StepReport {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm,
+            clipped,
+            n_tokens,
+            n_targets,
+            sparsity,
+            pruned_to,
+            eval,
+        })
     }
 
     /// Runs steps until the last one, passing each report to `on_step`, which returns
@@ -356,14 +426,23 @@ impl Trainer {
 
     /// Forward and backward passes of the micro-batches. Returns the summed loss (nats) and the
     /// summed gradients of `sum(nll) / n_targets`, one per trained weight.
-    fn accumulate_gradients(&self, batches: &[Batch], n_targets: usize, step_number: usize) -> Result<(f64, Vec<Tensor>)> {
+    fn accumulate_gradients(
+        &self,
+        batches: &[Batch],
+        n_targets: usize,
+        step_number: usize,
+    ) -> Result<(f64, Vec<Tensor>)> {
         let mut loss_sum = 0f64;
         let mut grads: Vec<Option<Tensor>> = vec![None; self.params.len()];
         for batch in batches {
             let (nll, _) = loss::nll_sum(&self.model, batch, true)?;
             let value = nll.to_scalar::<f32>()?;
             if !value.is_finite() {
-                return Err(Error::NonFinite { step: step_number, quantity: "loss", value });
+                return Err(Error::NonFinite {
+                    step: step_number,
+                    quantity: "loss",
+                    value,
+                });
             }
             loss_sum += value as f64;
             let store = (nll / n_targets as f64)?.backward()?;
@@ -390,7 +469,10 @@ impl Trainer {
     /// Mean loss per target token over the held-out data, in order, `batch_size` samples at a
     /// time. Fails when the trainer has no evaluation data.
     pub fn evaluate(&self) -> Result<EvalReport> {
-        let data = self.eval.as_ref().ok_or_else(|| Error::invalid_argument("evaluation", "no evaluation data was given"))?;
+        let data = self
+            .eval
+            .as_ref()
+            .ok_or_else(|| Error::invalid_argument("evaluation", "no evaluation data was given"))?;
         let mut total = 0f64;
         let mut n = 0;
         for chunk in data.samples.chunks(self.config.batch_size) {
@@ -399,7 +481,11 @@ impl Trainer {
             total += nll.to_scalar::<f32>()? as f64;
             n += count;
         }
-        Ok(EvalReport { step: self.step, loss: total / n as f64, n_targets: n })
+        Ok(EvalReport {
+            step: self.step,
+            loss: total / n as f64,
+            n_targets: n,
+        })
     }
 
     /// Finishes the run: merges LoRA adapters into the weights (masked) and returns the model.

@@ -21,7 +21,12 @@ pub struct AdamWParams {
 
 impl Default for AdamWParams {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -29,14 +34,23 @@ impl AdamWParams {
     pub fn validate(&self) -> Result<()> {
         for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&beta) {
-                return Err(Error::invalid_argument(format!("AdamW {name}"), format!("must be in [0, 1), got {beta}")));
+                return Err(Error::invalid_argument(
+                    format!("AdamW {name}"),
+                    format!("must be in [0, 1), got {beta}"),
+                ));
             }
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return Err(Error::invalid_argument("AdamW eps", format!("must be a positive number, got {}", self.eps)));
+            return Err(Error::invalid_argument(
+                "AdamW eps",
+                format!("must be a positive number, got {}", self.eps),
+            ));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(Error::invalid_argument("weight decay", format!("must be 0 or positive, got {}", self.weight_decay)));
+            return Err(Error::invalid_argument(
+                "weight decay",
+                format!("must be 0 or positive, got {}", self.weight_decay),
+            ));
         }
         Ok(())
     }
@@ -61,8 +75,18 @@ impl AdamW {
     /// Creates zeroed state for parameters with `sizes` elements each.
     pub fn new(params: AdamWParams, sizes: &[usize]) -> Result<Self> {
         params.validate()?;
-        let moments = sizes.iter().map(|&n| Moments { m: vec![0.0; n], v: vec![0.0; n] }).collect();
-        Ok(Self { params, n_updates: 0, moments })
+        let moments = sizes
+            .iter()
+            .map(|&n| Moments {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            })
+            .collect();
+        Ok(Self {
+            params,
+            n_updates: 0,
+            moments,
+        })
     }
 
     /// Applies one update with learning rate `lr` to `vars`, given their gradients (same order
@@ -71,7 +95,12 @@ impl AdamW {
         if vars.len() != self.moments.len() || grads.len() != vars.len() {
             return Err(Error::invalid_argument(
                 "optimizer parameters",
-                format!("{} parameters and {} gradients for an optimizer built for {}", vars.len(), grads.len(), self.moments.len()),
+                format!(
+                    "{} parameters and {} gradients for an optimizer built for {}",
+                    vars.len(),
+                    grads.len(),
+                    self.moments.len()
+                ),
             ));
         }
         self.n_updates += 1;
@@ -95,7 +124,11 @@ impl AdamW {
                     format!("a parameter of shape {shape:?} has {} gradient values and {} moment values", g.len(), moments.m.len()),
                 ));
             }
-            let decay = if shape.rank() >= 2 { (1.0 - lr * self.params.weight_decay) as f32 } else { 1.0 };
+            let decay = if shape.rank() >= 2 {
+                (1.0 - lr * self.params.weight_decay) as f32
+            } else {
+                1.0
+            };
             for i in 0..w.len() {
                 let m = beta1 * moments.m[i] + (1.0 - beta1) * g[i];
                 let v = beta2 * moments.v[i] + (1.0 - beta2) * g[i] * g[i];

@@ -42,7 +42,10 @@ impl PenaltyRamp {
     pub fn factor(&self, step: usize) -> f64 {
         match *self {
             PenaltyRamp::Constant => 1.0,
-            PenaltyRamp::Linear { start_step, end_step } => {
+            PenaltyRamp::Linear {
+                start_step,
+                end_step,
+            } => {
                 if step < start_step {
                     0.0
                 } else if step >= end_step {
@@ -55,11 +58,17 @@ impl PenaltyRamp {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if let PenaltyRamp::Linear { start_step, end_step } = *self {
+        if let PenaltyRamp::Linear {
+            start_step,
+            end_step,
+        } = *self
+        {
             if end_step <= start_step {
                 return Err(Error::invalid_argument(
                     "penalty ramp",
-                    format!("end step must be after the start step, got {start_step} to {end_step}"),
+                    format!(
+                        "end step must be after the start step, got {start_step} to {end_step}"
+                    ),
                 ));
             }
         }
@@ -82,19 +91,31 @@ pub struct GmpSchedule {
 
 impl GmpSchedule {
     pub fn validate(&self) -> Result<()> {
-        for (name, s) in [("initial sparsity", self.initial_sparsity), ("final sparsity", self.final_sparsity)] {
+        for (name, s) in [
+            ("initial sparsity", self.initial_sparsity),
+            ("final sparsity", self.final_sparsity),
+        ] {
             if !(0.0..1.0).contains(&s) {
-                return Err(Error::invalid_argument(format!("GMP {name}"), format!("must be in [0, 1), got {s}")));
+                return Err(Error::invalid_argument(
+                    format!("GMP {name}"),
+                    format!("must be in [0, 1), got {s}"),
+                ));
             }
         }
         if self.final_sparsity < self.initial_sparsity {
             return Err(Error::invalid_argument(
                 "GMP final sparsity",
-                format!("must be at least the initial sparsity {}, got {}", self.initial_sparsity, self.final_sparsity),
+                format!(
+                    "must be at least the initial sparsity {}, got {}",
+                    self.initial_sparsity, self.final_sparsity
+                ),
             ));
         }
         if self.prune_every == 0 {
-            return Err(Error::invalid_argument("GMP pruning interval", "must be at least 1 step, got 0"));
+            return Err(Error::invalid_argument(
+                "GMP pruning interval",
+                "must be at least 1 step, got 0",
+            ));
         }
         Ok(())
     }
@@ -123,7 +144,8 @@ impl GmpSchedule {
             return self.initial_sparsity;
         }
         let progress = ((step - self.start_step) as f64 / span).min(1.0);
-        self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress).powi(3)
+        self.final_sparsity
+            + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress).powi(3)
     }
 
     /// The last step at which the schedule prunes.
@@ -138,37 +160,68 @@ mod tests {
 
     #[test]
     fn lr_warmup_then_cosine() {
-        let s = LrSchedule { peak: 1.0, warmup_steps: 4, total_steps: 14, min_ratio: 0.1 };
+        let s = LrSchedule {
+            peak: 1.0,
+            warmup_steps: 4,
+            total_steps: 14,
+            min_ratio: 0.1,
+        };
         assert_eq!(s.at(0), 0.25);
         assert_eq!(s.at(3), 1.0);
         assert_eq!(s.at(4), 1.0);
-        assert!((s.at(9) - 0.55).abs() < 1e-12, "halfway down the cosine: {}", s.at(9));
+        assert!(
+            (s.at(9) - 0.55).abs() < 1e-12,
+            "halfway down the cosine: {}",
+            s.at(9)
+        );
         assert!((s.at(14) - 0.1).abs() < 1e-12);
-        assert!((s.at(100) - 0.1).abs() < 1e-12, "stays at the floor after the last step");
+        assert!(
+            (s.at(100) - 0.1).abs() < 1e-12,
+            "stays at the floor after the last step"
+        );
     }
 
     #[test]
     fn lr_without_warmup_starts_at_peak() {
-        let s = LrSchedule { peak: 2e-3, warmup_steps: 0, total_steps: 10, min_ratio: 0.0 };
+        let s = LrSchedule {
+            peak: 2e-3,
+            warmup_steps: 0,
+            total_steps: 10,
+            min_ratio: 0.0,
+        };
         assert_eq!(s.at(0), 2e-3);
         assert!(s.at(10).abs() < 1e-18);
     }
 
     #[test]
     fn penalty_ramp_is_linear() {
-        let r = PenaltyRamp::Linear { start_step: 10, end_step: 20 };
+        let r = PenaltyRamp::Linear {
+            start_step: 10,
+            end_step: 20,
+        };
         assert_eq!(r.factor(0), 0.0);
         assert_eq!(r.factor(10), 0.0);
         assert_eq!(r.factor(15), 0.5);
         assert_eq!(r.factor(20), 1.0);
         assert_eq!(r.factor(99), 1.0);
         assert_eq!(PenaltyRamp::Constant.factor(0), 1.0);
-        assert!(PenaltyRamp::Linear { start_step: 5, end_step: 5 }.validate().is_err());
+        assert!(PenaltyRamp::Linear {
+            start_step: 5,
+            end_step: 5
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]
     fn gmp_cubic_schedule_values() {
-        let g = GmpSchedule { initial_sparsity: 0.0, final_sparsity: 0.8, start_step: 10, prune_every: 5, n_prunes: 4 };
+        let g = GmpSchedule {
+            initial_sparsity: 0.0,
+            final_sparsity: 0.8,
+            start_step: 10,
+            prune_every: 5,
+            n_prunes: 4,
+        };
         let steps: Vec<usize> = (0..50).filter(|&t| g.target_at(t).is_some()).collect();
         assert_eq!(steps, vec![10, 15, 20, 25, 30]);
         assert_eq!(g.target_at(10), Some(0.0));
@@ -181,7 +234,13 @@ mod tests {
 
     #[test]
     fn gmp_without_repeats_prunes_once_to_final() {
-        let g = GmpSchedule { initial_sparsity: 0.1, final_sparsity: 0.5, start_step: 3, prune_every: 5, n_prunes: 0 };
+        let g = GmpSchedule {
+            initial_sparsity: 0.1,
+            final_sparsity: 0.5,
+            start_step: 3,
+            prune_every: 5,
+            n_prunes: 0,
+        };
         assert_eq!(g.target_at(2), None);
         assert_eq!(g.target_at(3), Some(0.5));
         assert_eq!(g.target_at(8), None);
@@ -189,10 +248,20 @@ mod tests {
 
     #[test]
     fn gmp_rejects_bad_sparsities() {
-        let g = GmpSchedule { initial_sparsity: 0.0, final_sparsity: 1.2, start_step: 0, prune_every: 1, n_prunes: 1 };
+        let g = GmpSchedule {
+            initial_sparsity: 0.0,
+            final_sparsity: 1.2,
+            start_step: 0,
+            prune_every: 1,
+            n_prunes: 1,
+        };
         let err = g.validate().unwrap_err().to_string();
         assert!(err.contains("must be in [0, 1), got 1.2"), "{err}");
-        let g = GmpSchedule { initial_sparsity: 0.5, final_sparsity: 0.2, ..g };
+        let g = GmpSchedule {
+            initial_sparsity: 0.5,
+            final_sparsity: 0.2,
+            ..g
+        };
         assert!(g.validate().is_err());
     }
 }

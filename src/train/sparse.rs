@@ -34,13 +34,23 @@ pub struct SparsePenalty {
 
 impl SparsePenalty {
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("L1 strength", self.l1), ("FFN group-lasso strength", self.group_ffn), ("head group-lasso strength", self.group_kv)] {
+        for (name, v) in [
+            ("L1 strength", self.l1),
+            ("FFN group-lasso strength", self.group_ffn),
+            ("head group-lasso strength", self.group_kv),
+        ] {
             if !(v >= 0.0 && v.is_finite()) {
-                return Err(Error::invalid_argument(name, format!("must be 0 or positive, got {v}")));
+                return Err(Error::invalid_argument(
+                    name,
+                    format!("must be 0 or positive, got {v}"),
+                ));
             }
         }
         if self.l1 == 0.0 && self.group_ffn == 0.0 && self.group_kv == 0.0 {
-            return Err(Error::invalid_argument("sparsity penalty", "all strengths are 0; set at least one or drop the penalty"));
+            return Err(Error::invalid_argument(
+                "sparsity penalty",
+                "all strengths are 0; set at least one or drop the penalty",
+            ));
         }
         self.ramp.validate()
     }
@@ -77,7 +87,11 @@ pub fn l1_proximal(model: &DenseModel, threshold: f64) -> Result<()> {
             let mut w = read(var)?;
             for x in &mut w {
                 let shrunk = x.abs() - t;
-                *x = if shrunk > 0.0 { x.signum() * shrunk } else { 0.0 };
+                *x = if shrunk > 0.0 {
+                    x.signum() * shrunk
+                } else {
+                    0.0
+                };
             }
             write(var, w)?;
         }
@@ -90,8 +104,11 @@ pub fn group_lasso_ffn(model: &DenseModel, l: usize, strength: f64) -> Result<()
     let layer = &model.layers[l];
     let hidden = model.config.hidden_size;
     let ffn = layer.dims.ffn_dim;
-    let (gate_var, up_var, down_var) =
-        (layer.linear(LinearKind::FfnGate), layer.linear(LinearKind::FfnUp), layer.linear(LinearKind::FfnDown));
+    let (gate_var, up_var, down_var) = (
+        layer.linear(LinearKind::FfnGate),
+        layer.linear(LinearKind::FfnUp),
+        layer.linear(LinearKind::FfnDown),
+    );
     let mut gate = read(gate_var)?; // (ffn, hidden)
     let mut up = read(up_var)?; // (ffn, hidden)
     let mut down = read(down_var)?; // (hidden, ffn)
@@ -99,7 +116,9 @@ pub fn group_lasso_ffn(model: &DenseModel, l: usize, strength: f64) -> Result<()
     for i in 0..ffn {
         let mut sq = 0f64;
         for j in 0..hidden {
-            sq += (gate[i * hidden + j] as f64).powi(2) + (up[i * hidden + j] as f64).powi(2) + (down[j * ffn + i] as f64).powi(2);
+            sq += (gate[i * hidden + j] as f64).powi(2)
+                + (up[i * hidden + j] as f64).powi(2)
+                + (down[j * ffn + i] as f64).powi(2);
         }
         let scale = block_scale(sq.sqrt(), strength, group_size);
         if scale != 1.0 {
@@ -140,23 +159,40 @@ pub fn group_lasso_kv(model: &DenseModel, l: usize, strength: f64) -> Result<()>
         let kv_rows = g * hd..(g + 1) * hd;
         let mut sq = 0f64;
         for r in q_rows.clone() {
-            sq += q[r * hidden..(r + 1) * hidden].iter().map(|&x| (x as f64).powi(2)).sum::<f64>();
-            sq += (0..hidden).map(|j| (o[j * q_cols + r] as f64).powi(2)).sum::<f64>();
+            sq += q[r * hidden..(r + 1) * hidden]
+                .iter()
+                .map(|&x| (x as f64).powi(2))
+                .sum::<f64>();
+            sq += (0..hidden)
+                .map(|j| (o[j * q_cols + r] as f64).powi(2))
+                .sum::<f64>();
         }
         for r in kv_rows.clone() {
-            sq += k[r * hidden..(r + 1) * hidden].iter().map(|&x| (x as f64).powi(2)).sum::<f64>();
-            sq += v[r * hidden..(r + 1) * hidden].iter().map(|&x| (x as f64).powi(2)).sum::<f64>();
+            sq += k[r * hidden..(r + 1) * hidden]
+                .iter()
+                .map(|&x| (x as f64).powi(2))
+                .sum::<f64>();
+            sq += v[r * hidden..(r + 1) * hidden]
+                .iter()
+                .map(|&x| (x as f64).powi(2))
+                .sum::<f64>();
         }
 
         let scale = block_scale(sq.sqrt(), strength, group_size);
         if scale != 1.0 {
             for r in q_rows {
-                q[r * hidden..(r + 1) * hidden].iter_mut().for_each(|x| *x *= scale);
+                q[r * hidden..(r + 1) * hidden]
+                    .iter_mut()
+                    .for_each(|x| *x *= scale);
                 (0..hidden).for_each(|j| o[j * q_cols + r] *= scale);
             }
             for r in kv_rows {
-                k[r * hidden..(r + 1) * hidden].iter_mut().for_each(|x| *x *= scale);
-                v[r * hidden..(r + 1) * hidden].iter_mut().for_each(|x| *x *= scale);
+                k[r * hidden..(r + 1) * hidden]
+                    .iter_mut()
+                    .for_each(|x| *x *= scale);
+                v[r * hidden..(r + 1) * hidden]
+                    .iter_mut()
+                    .for_each(|x| *x *= scale);
             }
         }
     }
@@ -196,7 +232,9 @@ pub fn magnitude_prune(model: &DenseModel, masks: &mut MaskSet, sparsity: f64) -
             let w = read(var)?;
             let mut candidates: Vec<usize> = (0..n).filter(|&i| mask[i] != 0.0).collect();
             let extra = target - pruned;
-            candidates.select_nth_unstable_by(extra - 1, |&a, &b| w[a].abs().total_cmp(&w[b].abs()).then(a.cmp(&b)));
+            candidates.select_nth_unstable_by(extra - 1, |&a, &b| {
+                w[a].abs().total_cmp(&w[b].abs()).then(a.cmp(&b))
+            });
             for &i in &candidates[..extra] {
                 mask[i] = 0.0;
             }
@@ -230,7 +268,11 @@ impl SparsityReport {
             for kind in LinearKind::ALL {
                 let w = layer.linear(kind).as_tensor();
                 report.n_weights += w.elem_count();
-                report.n_zero_weights += w.eq(0f32)?.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
+                report.n_zero_weights += w
+                    .eq(0f32)?
+                    .to_dtype(candle_core::DType::F32)?
+                    .sum_all()?
+                    .to_scalar::<f32>()? as usize;
             }
             report.n_ffn_neurons += layer.dims.ffn_dim;
             report.n_zero_ffn_neurons += model.zero_ffn_neurons(l)?.len();

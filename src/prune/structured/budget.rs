@@ -95,7 +95,9 @@ impl Budget<'_> {
         match self.predicted(model, &model.config) {
             Some(v) => Ok(v),
             None => {
-                let clock = self.clock.ok_or_else(|| Error::invalid_argument("target ms per token", "needs a clock to measure time"))?;
+                let clock = self.clock.ok_or_else(|| {
+                    Error::invalid_argument("target ms per token", "needs a clock to measure time")
+                })?;
                 measure_ms_per_token(model, self.dtype, clock)
             }
         }
@@ -112,7 +114,9 @@ impl Budget<'_> {
 pub fn measure_ms_per_token(model: &DenseModel, dtype: GgmlDType, clock: Clock) -> Result<f64> {
     let quantized = Model::from_gguf(model.to_gguf(dtype)?)?;
     let vocab = quantized.config().vocab_size as u32;
-    let prompt: Vec<u32> = (0..PROMPT_TOKENS as u32).map(|i| (i * 31 + 7) % vocab).collect();
+    let prompt: Vec<u32> = (0..PROMPT_TOKENS as u32)
+        .map(|i| (i * 31 + 7) % vocab)
+        .collect();
     let mut cache = KvCache::new(quantized.config(), PROMPT_TOKENS + TIMED_TOKENS + 2);
     let mut logits = quantized.forward_last(&prompt, &mut cache)?;
     let mut times = Vec::with_capacity(TIMED_TOKENS);

@@ -14,14 +14,20 @@ use crate::prune::driver::{check_windows, Clock};
 use crate::prune::structured::budget::Budget;
 use crate::prune::structured::report::{LayerChange, StepReport, StructuredPruneReport};
 use crate::prune::structured::scores::score_groups;
-use crate::prune::structured::units::{apply_units, config_after, layer_units, n_groups, order_units, Unit};
+use crate::prune::structured::units::{
+    apply_units, config_after, layer_units, n_groups, order_units, Unit,
+};
 use crate::prune::structured::{Structure, StructuredConfig, Target};
 
 /// Events for a progress display.
 pub enum Progress<'a> {
     /// The calibration pass of step `step` (0 scores the unpruned model) has finished `done` of
     /// `total` layers (or batches, for Taylor scores).
-    Scoring { step: usize, done: usize, total: usize },
+    Scoring {
+        step: usize,
+        done: usize,
+        total: usize,
+    },
     /// A step finished; its calibration loss is that of the pruned model.
     Step(&'a StepReport),
 }
@@ -43,21 +49,44 @@ pub fn prune_structured(
     config.validate()?;
     let started = clock.map(|c| c());
     if calibration.is_empty() {
-        return Err(Error::invalid_argument("calibration data", "structured pruning needs calibration samples, got none"));
+        return Err(Error::invalid_argument(
+            "calibration data",
+            "structured pruning needs calibration samples, got none",
+        ));
     }
     let seq_len = check_windows(model, calibration)?;
     if seq_len < 2 {
-        return Err(Error::invalid_argument("calibration data", format!("samples need at least 2 tokens for a next-token loss, got {seq_len}")));
+        return Err(Error::invalid_argument(
+            "calibration data",
+            format!("samples need at least 2 tokens for a next-token loss, got {seq_len}"),
+        ));
     }
-    if let Some(l) = model.layers.iter().position(|layer| !layer.adapters.is_empty()) {
-        return Err(Error::invalid_argument("model", format!("layer {l} has LoRA adapters; merge them (merge_lora) before structured pruning")));
+    if let Some(l) = model
+        .layers
+        .iter()
+        .position(|layer| !layer.adapters.is_empty())
+    {
+        return Err(Error::invalid_argument(
+            "model",
+            format!(
+                "layer {l} has LoRA adapters; merge them (merge_lora) before structured pruning"
+            ),
+        ));
     }
     if matches!(config.target, Target::MsPerToken(_)) && clock.is_none() {
-        return Err(Error::invalid_argument("target ms per token", "needs a clock to measure decode time"));
+        return Err(Error::invalid_argument(
+            "target ms per token",
+            "needs a clock to measure decode time",
+        ));
     }
 
     let structure = config.structure;
-    let budget = Budget { target: config.target, original_params: model.config.n_params(), dtype: config.dtype, clock };
+    let budget = Budget {
+        target: config.target,
+        original_params: model.config.n_params(),
+        dtype: config.dtype,
+        clock,
+    };
     let original_config = model.config.clone();
     let original_bytes = gguf_file_bytes(&model.metadata, &original_config, config.dtype);
     let mut value = budget.measure(model)?;
@@ -80,9 +109,13 @@ pub fn prune_structured(
     let mut original_loss = f64::NAN;
     let mut step = 0;
     let final_loss = loop {
-        let scores = score_groups(model, &batches, structure, config.score, &mut |done, total| {
-            progress(Progress::Scoring { step, done, total })
-        })?;
+        let scores = score_groups(
+            model,
+            &batches,
+            structure,
+            config.score,
+            &mut |done, total| progress(Progress::Scoring { step, done, total }),
+        )?;
         if let Some(mut report) = pending.take() {
             report.calibration_loss = scores.loss;
             progress(Progress::Step(&report));
@@ -97,11 +130,23 @@ pub fn prune_structured(
         step += 1;
 
         let n_layers = model.layers.len();
-        let per_layer: Vec<Vec<Unit>> =
-            (0..n_layers).map(|l| layer_units(&model.config, structure, l, &scores.per_layer[l], config.ffn_multiple)).collect();
+        let per_layer: Vec<Vec<Unit>> = (0..n_layers)
+            .map(|l| {
+                layer_units(
+                    &model.config,
+                    structure,
+                    l,
+                    &scores.per_layer[l],
+                    config.ffn_multiple,
+                )
+            })
+            .collect();
         let totals: Vec<f64> = scores.per_layer.iter().map(|s| s.iter().sum()).collect();
         let removed_fraction: Vec<f64> = (0..n_layers)
-            .map(|l| 1.0 - n_groups(&model.config, structure, l) as f64 / n_groups(&original_config, structure, origin[l]) as f64)
+            .map(|l| {
+                1.0 - n_groups(&model.config, structure, l) as f64
+                    / n_groups(&original_config, structure, origin[l]) as f64
+            })
             .collect();
         let layer_group_fraction: Vec<f64> = origin.iter().map(|&o| group_fraction[o]).collect();
         let ordered = order_units(
@@ -125,15 +170,28 @@ pub fn prune_structured(
         }
 
         let steps_left = config.greedy_steps.saturating_sub(step - 1).max(1);
-        let planned = if structure == Structure::Layers { 1 } else { planned_units(model, &budget, structure, &ordered, value, steps_left) };
+        let planned = if structure == Structure::Layers {
+            1
+        } else {
+            planned_units(model, &budget, structure, &ordered, value, steps_left)
+        };
         let (count, after_value) = land(model, &budget, structure, &ordered, planned)?;
         let removed = apply_units(model, structure, &ordered[..count])?;
         value = after_value;
 
-        let removed_per_layer: Vec<(usize, usize)> =
-            removed.iter().enumerate().filter(|(_, &n)| n > 0).map(|(l, &n)| (origin[l], n)).collect();
+        let removed_per_layer: Vec<(usize, usize)> = removed
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(l, &n)| (origin[l], n))
+            .collect();
         if structure == Structure::Layers {
-            origin = origin.iter().enumerate().filter(|(l, _)| removed[*l] == 0).map(|(_, &o)| o).collect();
+            origin = origin
+                .iter()
+                .enumerate()
+                .filter(|(l, _)| removed[*l] == 0)
+                .map(|(_, &o)| o)
+                .collect();
         }
         pending = Some(StepReport {
             step,
@@ -151,7 +209,10 @@ pub fn prune_structured(
         .map(|l| LayerChange {
             layer: l,
             before: original_config.layers[l],
-            after: origin.iter().position(|&o| o == l).map(|current| model.config.layers[current]),
+            after: origin
+                .iter()
+                .position(|&o| o == l)
+                .map(|current| model.config.layers[current]),
         })
         .collect();
     let report = StructuredPruneReport {
@@ -180,7 +241,14 @@ pub fn prune_structured(
 /// Number of units, from the front of `ordered`, that closes `1 / steps_left` of the distance
 /// between `value` and the budget (at least one). For latency, the distance is estimated in
 /// parameters, assuming decode time proportional to the parameter count.
-fn planned_units(model: &DenseModel, budget: &Budget, structure: Structure, ordered: &[Unit], value: f64, steps_left: usize) -> usize {
+fn planned_units(
+    model: &DenseModel,
+    budget: &Budget,
+    structure: Structure,
+    ordered: &[Unit],
+    value: f64,
+    steps_left: usize,
+) -> usize {
     let (current, limit) = match budget.target {
         Target::MsPerToken(t) => {
             let params = model.config.n_params() as f64;
@@ -192,7 +260,9 @@ fn planned_units(model: &DenseModel, budget: &Budget, structure: Structure, orde
         let config = config_after(&model.config, structure, &ordered[..count]);
         match budget.target {
             Target::MsPerToken(_) => config.n_params() as f64,
-            _ => budget.predicted(model, &config).expect("params and bytes are predicted"),
+            _ => budget
+                .predicted(model, &config)
+                .expect("params and bytes are predicted"),
         }
     };
     let goal = current - (current - limit) / steps_left as f64;
@@ -216,7 +286,13 @@ fn planned_units(model: &DenseModel, budget: &Budget, structure: Structure, orde
 /// Cuts the step to the shortest prefix of `ordered[..planned]` that meets the budget, when the
 /// whole planned prefix meets it. Returns the unit count and the budget's quantity after
 /// removing them (measured on a copy of the model for latency).
-fn land(model: &DenseModel, budget: &Budget, structure: Structure, ordered: &[Unit], planned: usize) -> Result<(usize, f64)> {
+fn land(
+    model: &DenseModel,
+    budget: &Budget,
+    structure: Structure,
+    ordered: &[Unit],
+    planned: usize,
+) -> Result<(usize, f64)> {
     let value_after = |count: usize| -> Result<f64> {
         let config = config_after(&model.config, structure, &ordered[..count]);
         match budget.predicted(model, &config) {
@@ -248,13 +324,24 @@ fn land(model: &DenseModel, budget: &Budget, structure: Structure, ordered: &[Un
 
 /// Checks, before any scoring, that the budget is not already met and that removing every
 /// removable unit would meet it. The errors name the nearest valid target.
-fn check_reachable(model: &DenseModel, config: &StructuredConfig, budget: &Budget, value: f64) -> Result<()> {
+fn check_reachable(
+    model: &DenseModel,
+    config: &StructuredConfig,
+    budget: &Budget,
+    value: f64,
+) -> Result<()> {
     let structure = config.structure;
     let n_layers = model.layers.len();
     let mut all_units: Vec<Unit> = Vec::new();
     for l in 0..n_layers {
         let zeros = vec![0.0; n_groups(&model.config, structure, l)];
-        all_units.extend(layer_units(&model.config, structure, l, &zeros, config.ffn_multiple));
+        all_units.extend(layer_units(
+            &model.config,
+            structure,
+            l,
+            &zeros,
+            config.ffn_multiple,
+        ));
     }
     if structure == Structure::Layers {
         all_units.pop();
@@ -331,12 +418,20 @@ fn check_reachable(model: &DenseModel, config: &StructuredConfig, budget: &Budge
 }
 
 /// Stacks the calibration windows into `(batch, seq)` token tensors.
-fn token_batches(calibration: &[Vec<u32>], batch_size: usize, seq_len: usize) -> Result<Vec<Tensor>> {
+fn token_batches(
+    calibration: &[Vec<u32>],
+    batch_size: usize,
+    seq_len: usize,
+) -> Result<Vec<Tensor>> {
     calibration
         .chunks(batch_size)
         .map(|batch| {
             let flat: Vec<u32> = batch.iter().flatten().copied().collect();
-            Ok(Tensor::from_vec(flat, (batch.len(), seq_len), &Device::Cpu)?)
+            Ok(Tensor::from_vec(
+                flat,
+                (batch.len(), seq_len),
+                &Device::Cpu,
+            )?)
         })
         .collect()
 }

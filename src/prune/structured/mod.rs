@@ -39,7 +39,12 @@ pub enum Structure {
 }
 
 impl Structure {
-    pub const ALL: [Structure; 4] = [Structure::Ffn, Structure::Heads, Structure::KvGroups, Structure::Layers];
+    pub const ALL: [Structure; 4] = [
+        Structure::Ffn,
+        Structure::Heads,
+        Structure::KvGroups,
+        Structure::Layers,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -54,7 +59,12 @@ impl Structure {
         Self::ALL
             .into_iter()
             .find(|s| s.name() == text.to_ascii_lowercase())
-            .ok_or_else(|| Error::invalid_argument("structure", format!("\"{text}\" is not one of: ffn, heads, kv-groups, layers")))
+            .ok_or_else(|| {
+                Error::invalid_argument(
+                    "structure",
+                    format!("\"{text}\" is not one of: ffn, heads, kv-groups, layers"),
+                )
+            })
     }
 }
 
@@ -74,7 +84,12 @@ pub enum Score {
 }
 
 impl Score {
-    pub const ALL: [Score; 4] = [Score::Magnitude, Score::Wanda, Score::Taylor, Score::BlockInfluence];
+    pub const ALL: [Score; 4] = [
+        Score::Magnitude,
+        Score::Wanda,
+        Score::Taylor,
+        Score::BlockInfluence,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -86,9 +101,15 @@ impl Score {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == text.to_ascii_lowercase()).ok_or_else(|| {
-            Error::invalid_argument("score", format!("\"{text}\" is not one of: magnitude, wanda, taylor, block-influence"))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name() == text.to_ascii_lowercase())
+            .ok_or_else(|| {
+                Error::invalid_argument(
+                    "score",
+                    format!("\"{text}\" is not one of: magnitude, wanda, taylor, block-influence"),
+                )
+            })
     }
 
     /// Returns whether scores of groups in different layers are compared unchanged under
@@ -116,7 +137,10 @@ impl Ratio {
         match text.to_ascii_lowercase().as_str() {
             "uniform" => Ok(Ratio::Uniform),
             "global" => Ok(Ratio::Global),
-            _ => Err(Error::invalid_argument("ratio", format!("\"{text}\" is not one of: uniform, global"))),
+            _ => Err(Error::invalid_argument(
+                "ratio",
+                format!("\"{text}\" is not one of: uniform, global"),
+            )),
         }
     }
 }
@@ -161,16 +185,28 @@ impl StructuredConfig {
             _ => {}
         }
         if self.structure == Structure::Layers && self.ratio == Ratio::Uniform {
-            return Err(Error::invalid_argument("ratio", "uniform applies within layers; use --ratio global with --structure layers"));
+            return Err(Error::invalid_argument(
+                "ratio",
+                "uniform applies within layers; use --ratio global with --structure layers",
+            ));
         }
         if self.greedy_steps == 0 {
-            return Err(Error::invalid_argument("greedy steps", "must be at least 1, got 0"));
+            return Err(Error::invalid_argument(
+                "greedy steps",
+                "must be at least 1, got 0",
+            ));
         }
         if self.ffn_multiple == 0 {
-            return Err(Error::invalid_argument("FFN multiple", "must be at least 1, got 0"));
+            return Err(Error::invalid_argument(
+                "FFN multiple",
+                "must be at least 1, got 0",
+            ));
         }
         if self.batch_size == 0 {
-            return Err(Error::invalid_argument("batch size", "must be at least 1, got 0"));
+            return Err(Error::invalid_argument(
+                "batch size",
+                "must be at least 1, got 0",
+            ));
         }
         self.target.validate()
     }

@@ -67,18 +67,30 @@ impl LayerSums {
 }
 
 /// Adds up the rows and columns each group owns, then applies `finish` to each sum.
-pub fn group_scores(structure: Structure, dims: LayerDims, head_dim: usize, sums: &LayerSums, finish: fn(f64) -> f64) -> Vec<f64> {
+pub fn group_scores(
+    structure: Structure,
+    dims: LayerDims,
+    head_dim: usize,
+    sums: &LayerSums,
+    finish: fn(f64) -> f64,
+) -> Vec<f64> {
     let span = |v: &[f64], start: usize, len: usize| -> f64 { v[start..start + len].iter().sum() };
-    let head = |j: usize| span(&sums.q_rows, j * head_dim, head_dim) + span(&sums.o_cols, j * head_dim, head_dim);
+    let head = |j: usize| {
+        span(&sums.q_rows, j * head_dim, head_dim) + span(&sums.o_cols, j * head_dim, head_dim)
+    };
     let raw: Vec<f64> = match structure {
-        Structure::Ffn => (0..dims.ffn_dim).map(|i| sums.gate_rows[i] + sums.up_rows[i] + sums.down_cols[i]).collect(),
+        Structure::Ffn => (0..dims.ffn_dim)
+            .map(|i| sums.gate_rows[i] + sums.up_rows[i] + sums.down_cols[i])
+            .collect(),
         Structure::Heads => (0..dims.n_heads).map(head).collect(),
         Structure::KvGroups => {
             let n_rep = dims.n_heads / dims.n_kv_heads;
             (0..dims.n_kv_heads)
                 .map(|g| {
                     let queries: f64 = (g * n_rep..(g + 1) * n_rep).map(head).sum();
-                    queries + span(&sums.k_rows, g * head_dim, head_dim) + span(&sums.v_rows, g * head_dim, head_dim)
+                    queries
+                        + span(&sums.k_rows, g * head_dim, head_dim)
+                        + span(&sums.v_rows, g * head_dim, head_dim)
                 })
                 .collect()
         }
@@ -91,14 +103,25 @@ pub fn group_scores(structure: Structure, dims: LayerDims, head_dim: usize, sums
 fn row_col_sums(p: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let rows: Vec<f32> = p.sum(1)?.to_vec1()?;
     let cols: Vec<f32> = p.sum(0)?.to_vec1()?;
-    Ok((rows.into_iter().map(f64::from).collect(), cols.into_iter().map(f64::from).collect()))
+    Ok((
+        rows.into_iter().map(f64::from).collect(),
+        cols.into_iter().map(f64::from).collect(),
+    ))
 }
 
 /// Reduces layer `l`'s matrices after `transform(kind, weight)` to `LayerSums`. `norms` is the
 /// sum over the layer's two norm vectors of the same transform, for `LayerSums::all`.
-fn layer_sums(model: &DenseModel, l: usize, transform: &mut dyn FnMut(LinearKind, &Tensor) -> Result<Tensor>, norms: f64) -> Result<LayerSums> {
+fn layer_sums(
+    model: &DenseModel,
+    l: usize,
+    transform: &mut dyn FnMut(LinearKind, &Tensor) -> Result<Tensor>,
+    norms: f64,
+) -> Result<LayerSums> {
     let layer = &model.layers[l];
-    let mut sums = LayerSums { all: norms, ..LayerSums::default() };
+    let mut sums = LayerSums {
+        all: norms,
+        ..LayerSums::default()
+    };
     for kind in LinearKind::ALL {
         let p = transform(kind, layer.linear(kind).as_tensor())?;
         let (rows, cols) = row_col_sums(&p)?;
@@ -119,7 +142,13 @@ fn layer_sums(model: &DenseModel, l: usize, transform: &mut dyn FnMut(LinearKind
 /// Magnitude scores of every group of layer `l`: the L2 norm of the group's weights.
 pub fn magnitude_scores(model: &DenseModel, structure: Structure, l: usize) -> Result<Vec<f64>> {
     let sums = layer_sums(model, l, &mut |_, w| Ok(w.sqr()?), 0.0)?;
-    Ok(group_scores(structure, model.layers[l].dims, model.config.head_dim, &sums, f64::sqrt))
+    Ok(group_scores(
+        structure,
+        model.layers[l].dims,
+        model.config.head_dim,
+        &sums,
+        f64::sqrt,
+    ))
 }
 
 /// Sums of squares of each input feature of a layer's four distinct matrix inputs.
@@ -136,7 +165,12 @@ pub struct InputNorms {
 }
 
 /// Wanda scores of every group of layer `l` from the sums of squares of its inputs.
-pub fn wanda_scores(model: &DenseModel, structure: Structure, l: usize, inputs: &InputNorms) -> Result<Vec<f64>> {
+pub fn wanda_scores(
+    model: &DenseModel,
+    structure: Structure,
+    l: usize,
+    inputs: &InputNorms,
+) -> Result<Vec<f64>> {
     let norm = |sumsq: &[f64]| -> Result<Tensor> {
         let v: Vec<f32> = sumsq.iter().map(|s| s.sqrt() as f32).collect();
         Ok(Tensor::from_vec(v, (1, sumsq.len()), &Device::Cpu)?)
@@ -152,13 +186,28 @@ pub fn wanda_scores(model: &DenseModel, structure: Structure, l: usize, inputs: 
     ]
     .into_iter()
     .collect();
-    let sums = layer_sums(model, l, &mut |kind, w| Ok(w.abs()?.broadcast_mul(&norms[&kind])?), 0.0)?;
-    Ok(group_scores(structure, model.layers[l].dims, model.config.head_dim, &sums, |s| s))
+    let sums = layer_sums(
+        model,
+        l,
+        &mut |kind, w| Ok(w.abs()?.broadcast_mul(&norms[&kind])?),
+        0.0,
+    )?;
+    Ok(group_scores(
+        structure,
+        model.layers[l].dims,
+        model.config.head_dim,
+        &sums,
+        |s| s,
+    ))
 }
 
 /// Taylor sums `Σ G ⊙ W` of layer `l` for one batch's gradients. Weights without a gradient
 /// contribute zero.
-pub fn taylor_sums(model: &DenseModel, l: usize, grads: &candle_core::backprop::GradStore) -> Result<LayerSums> {
+pub fn taylor_sums(
+    model: &DenseModel,
+    l: usize,
+    grads: &candle_core::backprop::GradStore,
+) -> Result<LayerSums> {
     let layer = &model.layers[l];
     let product = |var: &Var| -> Result<Option<Tensor>> {
         Ok(match grads.get(var.as_tensor()) {
@@ -177,7 +226,8 @@ pub fn taylor_sums(model: &DenseModel, l: usize, grads: &candle_core::backprop::
         l,
         &mut |kind, w| {
             let var = layer.linear(kind);
-            Ok(product(var)?.unwrap_or_else(|| w.zeros_like().expect("zeros_like of an F32 tensor")))
+            Ok(product(var)?
+                .unwrap_or_else(|| w.zeros_like().expect("zeros_like of an F32 tensor")))
         },
         norms,
     )
@@ -195,9 +245,17 @@ pub struct ActivationPass {
 /// Runs the calibration batches (`(batch, seq)` token tensors) through the model layer by
 /// layer, collecting input norms when `want_inputs` and the block influence of every layer, and
 /// the mean next-token loss. `progress(done, total)` counts layers.
-pub fn activation_pass(model: &DenseModel, batches: &[Tensor], want_inputs: bool, progress: &mut dyn FnMut(usize, usize)) -> Result<ActivationPass> {
+pub fn activation_pass(
+    model: &DenseModel,
+    batches: &[Tensor],
+    want_inputs: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ActivationPass> {
     let n_layers = model.layers.len();
-    let mut hidden: Vec<Tensor> = batches.iter().map(|t| Ok(model.embed(t)?.detach())).collect::<Result<_>>()?;
+    let mut hidden: Vec<Tensor> = batches
+        .iter()
+        .map(|t| Ok(model.embed(t)?.detach()))
+        .collect::<Result<_>>()?;
     let mut inputs = Vec::new();
     let mut block_influence = Vec::with_capacity(n_layers);
     for l in 0..n_layers {
@@ -217,7 +275,10 @@ pub fn activation_pass(model: &DenseModel, batches: &[Tensor], want_inputs: bool
                 if target.is_empty() {
                     *target = vec![0.0; sumsq.len()];
                 }
-                target.iter_mut().zip(sumsq).for_each(|(t, s)| *t += f64::from(s));
+                target
+                    .iter_mut()
+                    .zip(sumsq)
+                    .for_each(|(t, s)| *t += f64::from(s));
                 Ok(())
             };
             let y = if want_inputs {
@@ -247,13 +308,22 @@ pub fn activation_pass(model: &DenseModel, batches: &[Tensor], want_inputs: bool
         nll += f64::from(sum.to_scalar::<f32>()?);
         count += n;
     }
-    Ok(ActivationPass { inputs, block_influence, loss: nll / count as f64 })
+    Ok(ActivationPass {
+        inputs,
+        block_influence,
+        loss: nll / count as f64,
+    })
 }
 
 /// Summed next-token negative log-likelihood of a batch from its final hidden states `x`
 /// `(batch, seq, hidden)`, and the number of predicted tokens. The head runs one sample at a
 /// time to bound the size of the logits.
-pub fn next_token_nll(model: &DenseModel, x: &Tensor, tokens: &Tensor, differentiable: bool) -> Result<(Tensor, usize)> {
+pub fn next_token_nll(
+    model: &DenseModel,
+    x: &Tensor,
+    tokens: &Tensor,
+    differentiable: bool,
+) -> Result<(Tensor, usize)> {
     let (b, seq) = tokens.dims2()?;
     let mut total: Option<Tensor> = None;
     for i in 0..b {
@@ -262,7 +332,10 @@ pub fn next_token_nll(model: &DenseModel, x: &Tensor, tokens: &Tensor, different
         let max = logits.max_keepdim(D::Minus1)?.detach();
         let shifted = logits.broadcast_sub(&max)?;
         let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-        let targets = tokens.narrow(0, i, 1)?.narrow(1, 1, seq - 1)?.reshape((seq - 1, 1))?;
+        let targets = tokens
+            .narrow(0, i, 1)?
+            .narrow(1, 1, seq - 1)?
+            .reshape((seq - 1, 1))?;
         let picked = shifted.gather(&targets, 1)?.broadcast_sub(&log_sum)?; // (seq - 1, 1)
         let nll = picked.sum_all()?.neg()?;
         total = Some(match total {
@@ -270,14 +343,24 @@ pub fn next_token_nll(model: &DenseModel, x: &Tensor, tokens: &Tensor, different
             None => nll,
         });
     }
-    Ok((total.expect("a batch has at least one sample"), b * (seq - 1)))
+    Ok((
+        total.expect("a batch has at least one sample"),
+        b * (seq - 1),
+    ))
 }
 
 /// Taylor sums of every layer over all batches, and the mean calibration loss. The loss of each
 /// batch is divided by the number of predicted tokens of all batches, so the summed gradients
 /// are those of the mean loss. `progress(done, total)` counts batches.
-pub fn taylor_pass(model: &DenseModel, batches: &[Tensor], progress: &mut dyn FnMut(usize, usize)) -> Result<(Vec<LayerSums>, f64)> {
-    let total_tokens: usize = batches.iter().map(|t| t.dim(0).unwrap_or(0) * t.dim(1).unwrap_or(1).saturating_sub(1)).sum();
+pub fn taylor_pass(
+    model: &DenseModel,
+    batches: &[Tensor],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<LayerSums>, f64)> {
+    let total_tokens: usize = batches
+        .iter()
+        .map(|t| t.dim(0).unwrap_or(0) * t.dim(1).unwrap_or(1).saturating_sub(1))
+        .sum();
     let mut sums = vec![LayerSums::default(); model.layers.len()];
     let mut nll = 0.0;
     for (i, tokens) in batches.iter().enumerate() {
@@ -296,13 +379,21 @@ pub fn taylor_pass(model: &DenseModel, batches: &[Tensor], progress: &mut dyn Fn
 
 /// Scores every group of the current model with `score`. `progress(done, total)` reports the
 /// calibration pass.
-pub fn score_groups(model: &DenseModel, batches: &[Tensor], structure: Structure, score: Score, progress: &mut dyn FnMut(usize, usize)) -> Result<GroupScores> {
+pub fn score_groups(
+    model: &DenseModel,
+    batches: &[Tensor],
+    structure: Structure,
+    score: Score,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<GroupScores> {
     let n_layers = model.layers.len();
     let hd = model.config.head_dim;
     match score {
         Score::Taylor => {
             let (sums, loss) = taylor_pass(model, batches, progress)?;
-            let per_layer = (0..n_layers).map(|l| group_scores(structure, model.layers[l].dims, hd, &sums[l], f64::abs)).collect();
+            let per_layer = (0..n_layers)
+                .map(|l| group_scores(structure, model.layers[l].dims, hd, &sums[l], f64::abs))
+                .collect();
             Ok(GroupScores { per_layer, loss })
         }
         Score::Magnitude | Score::Wanda | Score::BlockInfluence => {
@@ -314,7 +405,10 @@ pub fn score_groups(model: &DenseModel, batches: &[Tensor], structure: Structure
                     _ => Ok(vec![pass.block_influence[l]]),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(GroupScores { per_layer, loss: pass.loss })
+            Ok(GroupScores {
+                per_layer,
+                loss: pass.loss,
+            })
         }
     }
 }

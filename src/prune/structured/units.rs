@@ -23,14 +23,24 @@ pub struct Unit {
 
 /// Lists the removable units of layer `l`, lowest score first. `scores` has one entry per
 /// group of the layer: per neuron, per query head, per key/value group, or one for the layer.
-pub fn layer_units(config: &Config, structure: Structure, l: usize, scores: &[f64], ffn_multiple: usize) -> Vec<Unit> {
+pub fn layer_units(
+    config: &Config,
+    structure: Structure,
+    l: usize,
+    scores: &[f64],
+    ffn_multiple: usize,
+) -> Vec<Unit> {
     let dims = config.layers[l];
     let order = |n: usize| -> Vec<usize> {
         let mut index: Vec<usize> = (0..n).collect();
         index.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
         index
     };
-    let unit = |members: Vec<usize>| Unit { layer: l, score: members.iter().map(|&i| scores[i]).sum(), members };
+    let unit = |members: Vec<usize>| Unit {
+        layer: l,
+        score: members.iter().map(|&i| scores[i]).sum(),
+        members,
+    };
     match structure {
         Structure::Ffn => {
             let order = order(dims.ffn_dim);
@@ -40,7 +50,11 @@ pub fn layer_units(config: &Config, structure: Structure, l: usize, scores: &[f6
             // The first unit rounds the width down to a multiple; the layer keeps at least
             // one multiple (or its whole width when that is smaller).
             while width > ffn_multiple {
-                let size = if width % ffn_multiple == 0 { ffn_multiple } else { width % ffn_multiple };
+                let size = if width % ffn_multiple == 0 {
+                    ffn_multiple
+                } else {
+                    width % ffn_multiple
+                };
                 units.push(unit(order[start..start + size].to_vec()));
                 start += size;
                 width -= size;
@@ -57,13 +71,22 @@ pub fn layer_units(config: &Config, structure: Structure, l: usize, scores: &[f6
                 })
                 .collect();
             // Unit k takes the k-th lowest query head of every group.
-            (0..n_rep - 1).map(|k| unit(per_group.iter().map(|heads| heads[k]).collect())).collect()
+            (0..n_rep - 1)
+                .map(|k| unit(per_group.iter().map(|heads| heads[k]).collect()))
+                .collect()
         }
         Structure::KvGroups => {
             let order = order(dims.n_kv_heads);
-            order[..dims.n_kv_heads - 1].iter().map(|&g| unit(vec![g])).collect()
+            order[..dims.n_kv_heads - 1]
+                .iter()
+                .map(|&g| unit(vec![g]))
+                .collect()
         }
-        Structure::Layers => vec![Unit { layer: l, members: vec![l], score: scores[0] }],
+        Structure::Layers => vec![Unit {
+            layer: l,
+            members: vec![l],
+            score: scores[0],
+        }],
     }
 }
 
@@ -108,17 +131,21 @@ pub fn order_units(
             let mut next = vec![0usize; per_layer.len()];
             let mut fraction = removed_fraction.to_vec();
             loop {
-                let best = (0..per_layer.len()).filter(|&l| next[l] < per_layer[l].len()).min_by(|&a, &b| {
-                    let fa = fraction[a] + group_fraction[a];
-                    let fb = fraction[b] + group_fraction[b];
-                    // Fractions closer than 1e-9 count as equal, so float rounding does
-                    // not decide between layers of the same size.
-                    if (fa - fb).abs() > 1e-9 {
-                        fa.total_cmp(&fb)
-                    } else {
-                        key(&per_layer[a][next[a]]).total_cmp(&key(&per_layer[b][next[b]])).then(a.cmp(&b))
-                    }
-                });
+                let best = (0..per_layer.len())
+                    .filter(|&l| next[l] < per_layer[l].len())
+                    .min_by(|&a, &b| {
+                        let fa = fraction[a] + group_fraction[a];
+                        let fb = fraction[b] + group_fraction[b];
+                        // Fractions closer than 1e-9 count as equal, so float rounding does
+                        // not decide between layers of the same size.
+                        if (fa - fb).abs() > 1e-9 {
+                            fa.total_cmp(&fb)
+                        } else {
+                            key(&per_layer[a][next[a]])
+                                .total_cmp(&key(&per_layer[b][next[b]]))
+                                .then(a.cmp(&b))
+                        }
+                    });
                 let Some(l) = best else { break };
                 ordered.push(per_layer[l][next[l]].clone());
                 fraction[l] += group_fraction[l];
@@ -140,7 +167,8 @@ pub fn config_after(config: &Config, structure: Structure, units: &[Unit]) -> Co
             Structure::Ffn => dims.ffn_dim -= unit.members.len(),
             Structure::Heads => dims.n_heads -= unit.members.len(),
             Structure::KvGroups => {
-                let n_rep = config.layers[unit.layer].n_heads / config.layers[unit.layer].n_kv_heads;
+                let n_rep =
+                    config.layers[unit.layer].n_heads / config.layers[unit.layer].n_kv_heads;
                 dims.n_kv_heads -= 1;
                 dims.n_heads -= n_rep;
             }
@@ -148,19 +176,35 @@ pub fn config_after(config: &Config, structure: Structure, units: &[Unit]) -> Co
         }
     }
     if !removed_layers.is_empty() {
-        after.layers = after.layers.iter().enumerate().filter(|(l, _)| !removed_layers.contains(l)).map(|(_, d)| *d).collect();
+        after.layers = after
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(l, _)| !removed_layers.contains(l))
+            .map(|(_, d)| *d)
+            .collect();
     }
     after
 }
 
 /// Removes `units` from `model`. Returns, per current layer index, the number of groups
 /// removed from it.
-pub fn apply_units(model: &mut DenseModel, structure: Structure, units: &[Unit]) -> Result<Vec<usize>> {
+pub fn apply_units(
+    model: &mut DenseModel,
+    structure: Structure,
+    units: &[Unit],
+) -> Result<Vec<usize>> {
     let n_layers = model.layers.len();
     let mut removed: Vec<Vec<usize>> = vec![Vec::new(); n_layers];
     for unit in units {
         if unit.layer >= n_layers {
-            return Err(Error::invalid_argument("unit", format!("layer {} is out of range, the model has {n_layers} layers", unit.layer)));
+            return Err(Error::invalid_argument(
+                "unit",
+                format!(
+                    "layer {} is out of range, the model has {n_layers} layers",
+                    unit.layer
+                ),
+            ));
         }
         removed[unit.layer].extend(&unit.members);
     }

@@ -29,7 +29,7 @@ pub enum Error {
     #[error("GGUF metadata key `{key}` is invalid: {message}")]
     InvalidKey { key: String, message: String },
 
-    #[error("unsupported architecture `{0}`: prunechat runs Llama-family models (general.architecture = \"llama\")")]
+    #[error("unsupported architecture `{0}`: prunechat runs Llama-family models (general.architecture = \"llama\", or \"deci\" for per-layer sizes)")]
     UnsupportedArchitecture(String),
 
     #[error("tensor `{name}`: {message}")]

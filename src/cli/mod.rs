@@ -6,6 +6,7 @@ mod eval;
 mod finetune;
 mod info;
 mod prune;
+mod prune_structured;
 mod train;
 mod training;
 
@@ -30,7 +31,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Convert a model's weights to another GGML type, e.g. Q4_1 to Q8_0.
     Convert(convert::ConvertArgs),
-    /// Prune weights with magnitude, Wanda or SparseGPT and write the pruned model.
+    /// Prune weights (magnitude, Wanda, SparseGPT) or whole neurons, heads and layers
+    /// (--structure) and write the pruned model.
     Prune(prune::PruneArgs),
     /// Measure perplexity, agreement with a reference model, sparsity and size.
     Eval(eval::EvalArgs),

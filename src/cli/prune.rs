@@ -22,80 +22,122 @@ const DEFAULT_CALIBRATION: &str = "data/chatterbot-corpus/english";
 #[derive(Args)]
 pub struct PruneArgs {
     /// Model to prune: GGUF, or .psparse.
-    model: PathBuf,
-    /// Pruning method: magnitude, wanda or sparsegpt.
+    pub(super) model: PathBuf,
+    /// Connection pruning method: magnitude, wanda or sparsegpt. Not combinable with
+    /// --structure.
     #[arg(long)]
-    method: String,
+    pub(super) method: Option<String>,
+    /// Structured pruning: remove whole groups instead of single weights. ffn (FFN neurons),
+    /// heads (query heads, the same number from every key/value group), kv-groups (key/value
+    /// heads with their query heads) or layers (decoder layers). Needs --score and one target.
+    #[arg(long)]
+    pub(super) structure: Option<String>,
+    /// Importance score for --structure: magnitude, wanda, taylor (ffn, heads, kv-groups), or
+    /// block-influence, taylor (layers).
+    #[arg(long)]
+    pub(super) score: Option<String>,
+    /// Structured target: fraction of all parameters to keep, in (0, 1), embeddings included.
+    #[arg(long)]
+    pub(super) target_params: Option<f64>,
+    /// Structured target: maximum size of the output GGUF in bytes, at the --to type.
+    #[arg(long)]
+    pub(super) target_bytes: Option<u64>,
+    /// Structured target: maximum decode time per token in milliseconds, measured here on the
+    /// quantized model (median of 16 tokens; noisy on a busy machine).
+    #[arg(long)]
+    pub(super) target_ms_per_token: Option<f64>,
+    /// Structured: steps in which the target is reached, re-scoring after each. Layers are
+    /// removed one per step regardless.
+    #[arg(long, default_value_t = prunechat::prune::structured::DEFAULT_GREEDY_STEPS)]
+    pub(super) greedy_steps: usize,
+    /// Structured: global (groups of all layers compete, see docs/pruning.md) or uniform (the
+    /// same fraction from every layer).
+    #[arg(long, default_value = "global")]
+    pub(super) ratio: String,
+    /// Structured: keep FFN widths at multiples of this. Default: the block size of --to (32
+    /// for q8_0), so ffn_down stays in that type; 1 allows any width.
+    #[arg(long)]
+    pub(super) ffn_multiple: Option<usize>,
     /// Fraction of each pruned matrix's weights to set to zero, in [0, 1). Optional with
     /// --pattern N:M, whose sparsity is 1 - N/M.
     #[arg(long)]
-    sparsity: Option<f64>,
+    pub(super) sparsity: Option<f64>,
     /// Sparsity pattern: unstructured, or N:M (N kept of every M consecutive inputs, e.g. 2:4).
-    #[arg(long, default_value = "unstructured")]
-    pattern: String,
+    #[arg(long)]
+    pub(super) pattern: Option<String>,
     /// Group whose weights compete, for unstructured magnitude and Wanda: row, matrix or global
     /// (magnitude only). Default: matrix for magnitude, row for Wanda.
     #[arg(long)]
-    scope: Option<String>,
+    pub(super) scope: Option<String>,
     /// Calibration corpus: a text, JSONL chat or chatterbot YAML file, or a directory of them.
     /// Its calibration split is used (see --eval-fraction). Default:
     /// data/chatterbot-corpus/english.
     #[arg(long)]
-    calib: Option<PathBuf>,
+    pub(super) calib: Option<PathBuf>,
     /// Number of calibration samples.
     #[arg(long, default_value_t = 32)]
-    n_samples: usize,
+    pub(super) n_samples: usize,
     /// Tokens per calibration sample.
     #[arg(long, default_value_t = 256)]
-    seq_len: usize,
+    pub(super) seq_len: usize,
     /// Seed for drawing the calibration samples.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(super) seed: u64,
     /// Fraction of the corpus's documents held out for evaluation and kept out of calibration.
     #[arg(long, default_value_t = DEFAULT_EVAL_FRACTION)]
-    eval_fraction: f64,
+    pub(super) eval_fraction: f64,
     /// Seed of the calibration / held-out split.
     #[arg(long, default_value_t = DEFAULT_SPLIT_SEED)]
-    split_seed: u64,
+    pub(super) split_seed: u64,
     /// Also prune the output head and the token embedding.
     #[arg(long)]
-    include_embeddings: bool,
+    pub(super) include_embeddings: bool,
     /// SparseGPT damping λ: λ times the mean diagonal of H is added to H's diagonal.
     #[arg(long, default_value_t = prunechat::prune::sparsegpt::DEFAULT_DAMPING)]
-    damping: f64,
+    pub(super) damping: f64,
     /// SparseGPT block width in columns.
     #[arg(long, default_value_t = prunechat::prune::sparsegpt::DEFAULT_BLOCK_SIZE)]
-    block_size: usize,
+    pub(super) block_size: usize,
     /// Decoder layers to prune, as START..END (END excluded); default: all.
     #[arg(long)]
-    layers: Option<String>,
+    pub(super) layers: Option<String>,
     /// Calibration samples per forward pass.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
-    batch_size: usize,
+    pub(super) batch_size: usize,
     /// Output GGUF file.
     #[arg(long)]
-    out: PathBuf,
+    pub(super) out: PathBuf,
     /// Also write the compact sparse file (bitmasks plus packed values) here.
     #[arg(long)]
-    sparse_out: Option<PathBuf>,
+    pub(super) sparse_out: Option<PathBuf>,
     /// Value type of the sparse file: f16 or f32.
     #[arg(long, default_value = "f16")]
-    sparse_values: String,
+    pub(super) sparse_values: String,
     /// Weight type of the output GGUF: q8_0, f16, f32, q4_0, ... (see `prunechat convert`).
     #[arg(long, default_value = "q8_0")]
-    to: String,
+    pub(super) to: String,
     /// Write the full report as JSON to this file.
     #[arg(long)]
-    report: Option<PathBuf>,
+    pub(super) report: Option<PathBuf>,
     /// Allow an output path to be the input file.
     #[arg(long)]
-    force: bool,
+    pub(super) force: bool,
 }
 
 pub fn run(args: PruneArgs) -> Result<()> {
+    if args.structure.is_some() {
+        return super::prune_structured::run(&args);
+    }
     // Every argument is checked before the model is loaded, so a mistake costs no time.
-    let method = Method::parse(&args.method)?;
-    let pattern = resolve_pattern(&args.pattern, args.sparsity)?;
+    let method_name = args.method.as_deref().context(
+        "--method or --structure is required (for example --method wanda --sparsity 0.5)",
+    )?;
+    let method = Method::parse(method_name)?;
+    reject_structured_options(&args)?;
+    let pattern = resolve_pattern(
+        args.pattern.as_deref().unwrap_or("unstructured"),
+        args.sparsity,
+    )?;
     let scope = args.scope.as_deref().map(Scope::parse).transpose()?;
     let target = parse_target(&args.to)?;
     let value_type = ValueType::parse(&args.sparse_values)?;
@@ -122,31 +164,7 @@ pub fn run(args: PruneArgs) -> Result<()> {
     let loaded = Instant::now();
     let gguf = open_model(&args.model)?;
     let mut model = DenseModel::from_gguf(&gguf)?;
-    let calibration_path = args
-        .calib
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CALIBRATION));
-    if args.calib.is_none() && !calibration_path.exists() {
-        bail!("the default calibration data {DEFAULT_CALIBRATION} is missing; pass --calib FILE or run scripts/fetch-model.sh");
-    }
-    let stream = super::load_tokens(
-        &gguf,
-        &calibration_path,
-        prunechat::data::Split::Calibration,
-        args.eval_fraction,
-        args.split_seed,
-    )?;
-    let windows = calibration_windows(&stream, args.n_samples, args.seq_len, args.seed)?;
-    let calibration: Vec<Vec<u32>> = windows.into_iter().map(|w| w.tokens).collect();
-    eprintln!(
-        "loaded {} and {} calibration tokens ({} samples × {}) from {} in {:.1} s",
-        args.model.display(),
-        stream.len(),
-        args.n_samples,
-        args.seq_len,
-        stream.source,
-        loaded.elapsed().as_secs_f64()
-    );
+    let (calibration, source) = load_calibration(&args, &gguf, loaded)?;
 
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -190,13 +208,63 @@ pub fn run(args: PruneArgs) -> Result<()> {
     if let Some(path) = &args.report {
         let json = serde_json::json!({
             "model": args.model,
-            "calibration": stream.source,
+            "calibration": source,
             "report": outcome.report,
             "sparsity": outcome.report.sparsity(),
             "gguf": {"path": args.out, "bytes": gguf_bytes, "type": dtype_name(target)},
             "sparse": args.sparse_out.as_ref().map(|p| serde_json::json!({"path": p, "bytes": sparse_bytes, "values": value_type})),
         });
         prunechat::fsutil::write_atomically(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Loads the calibration split of --calib (or the default corpus) and cuts the windows.
+/// Returns them and the corpus description.
+pub(super) fn load_calibration(
+    args: &PruneArgs,
+    gguf: &prunechat::gguf::Gguf,
+    loaded: Instant,
+) -> Result<(Vec<Vec<u32>>, String)> {
+    let calibration_path = args
+        .calib
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CALIBRATION));
+    if args.calib.is_none() && !calibration_path.exists() {
+        bail!("the default calibration data {DEFAULT_CALIBRATION} is missing; pass --calib FILE or run scripts/fetch-model.sh");
+    }
+    let stream = super::load_tokens(
+        gguf,
+        &calibration_path,
+        prunechat::data::Split::Calibration,
+        args.eval_fraction,
+        args.split_seed,
+    )?;
+    let windows = calibration_windows(&stream, args.n_samples, args.seq_len, args.seed)?;
+    let calibration: Vec<Vec<u32>> = windows.into_iter().map(|w| w.tokens).collect();
+    eprintln!(
+        "loaded {} and {} calibration tokens ({} samples × {}) from {} in {:.1} s",
+        args.model.display(),
+        stream.len(),
+        args.n_samples,
+        args.seq_len,
+        stream.source,
+        loaded.elapsed().as_secs_f64()
+    );
+    Ok((calibration, stream.source.clone()))
+}
+
+/// Rejects the options that only structured pruning reads.
+fn reject_structured_options(args: &PruneArgs) -> Result<()> {
+    let structured_options = [
+        ("--score", args.score.is_some()),
+        ("--target-params", args.target_params.is_some()),
+        ("--target-bytes", args.target_bytes.is_some()),
+        ("--target-ms-per-token", args.target_ms_per_token.is_some()),
+        ("--ffn-multiple", args.ffn_multiple.is_some()),
+    ];
+    if let Some((name, _)) = structured_options.iter().find(|(_, set)| *set) {
+        bail!("{name} applies to structured pruning; add --structure (ffn, heads, kv-groups or layers) or remove {name}");
     }
     Ok(())
 }
@@ -236,7 +304,7 @@ fn parse_layers(text: &str) -> Result<std::ops::Range<usize>> {
 
 /// Rejects output paths that would overwrite the input or each other, or whose directory
 /// does not exist, before any work is done.
-fn check_outputs(args: &PruneArgs) -> Result<()> {
+pub(super) fn check_outputs(args: &PruneArgs) -> Result<()> {
     if !args.model.exists() {
         bail!("{}: model file not found", args.model.display());
     }

@@ -40,7 +40,10 @@ impl Config {
             key: "general.architecture".into(),
             hint: "the file does not say which model family it holds; it was not written by a GGUF converter".into(),
         })?;
-        if architecture != "llama" {
+        // llama.cpp's `deci` architecture (DeciLM, Nemotron-NAS) is Llama with per-layer head
+        // counts and FFN widths; `to_gguf` writes it for structurally pruned models. Its layers
+        // without attention or FFN (a count of 0) are rejected by `check_layer`.
+        if architecture != "llama" && architecture != "deci" {
             return Err(Error::UnsupportedArchitecture(architecture));
         }
         let arch = architecture.as_str();

@@ -145,6 +145,41 @@ impl DenseModel {
         })
     }
 
+    /// Returns a copy that shares the weight storage with `self`. Structural edits
+    /// (`remove_ffn_neurons` and the others) replace a `Var` instead of writing into it, so they
+    /// leave the other copy unchanged, but `Var::set` on a shared weight changes both. Models
+    /// with LoRA adapters are rejected.
+    pub fn shallow_copy(&self) -> Result<Self> {
+        if self.layers.iter().any(|layer| !layer.adapters.is_empty()) {
+            return Err(Error::invalid_argument(
+                "model",
+                "a model with LoRA adapters cannot be copied; merge them (merge_lora) first",
+            ));
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| DenseLayer {
+                dims: layer.dims,
+                attn_norm: layer.attn_norm.clone(),
+                ffn_norm: layer.ffn_norm.clone(),
+                linears: layer.linears.clone(),
+                adapters: HashMap::new(),
+            })
+            .collect();
+        Ok(Self {
+            config: self.config.clone(),
+            token_embd: self.token_embd.clone(),
+            output: self.output.clone(),
+            output_norm: self.output_norm.clone(),
+            layers,
+            metadata: self.metadata.clone(),
+            base_frozen: self.base_frozen,
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+        })
+    }
+
     /// Freezes (or unfreezes) the base weights for training: frozen weights enter the
     /// differentiable forward pass detached, so they receive no gradient.
     pub fn set_base_frozen(&mut self, frozen: bool) {
@@ -167,59 +202,13 @@ impl DenseModel {
     /// Builds a GGUF file: matrices quantized to `dtype` (F16 where a row does not fill whole
     /// blocks), norms in F32, and the metadata updated to the current per-layer sizes.
     pub fn to_gguf(&self, dtype: GgmlDType) -> Result<Gguf> {
-        let mut metadata = self.metadata.clone();
-        let arch = self.config.architecture.clone();
-        let per_layer = |f: fn(&LayerDims) -> usize| -> MetadataValue {
-            let values: Vec<usize> = self.layers.iter().map(|l| f(&l.dims)).collect();
-            // A single value where all layers agree keeps the file loadable by every reader.
-            if values.windows(2).all(|w| w[0] == w[1]) {
-                MetadataValue::U32(values[0] as u32)
-            } else {
-                MetadataValue::Array(
-                    values
-                        .into_iter()
-                        .map(|v| MetadataValue::U32(v as u32))
-                        .collect(),
-                )
-            }
-        };
-        metadata.insert(
-            format!("{arch}.block_count"),
-            MetadataValue::U32(self.layers.len() as u32),
-        );
-        metadata.insert(
-            format!("{arch}.attention.head_count"),
-            per_layer(|d| d.n_heads),
-        );
-        metadata.insert(
-            format!("{arch}.attention.head_count_kv"),
-            per_layer(|d| d.n_kv_heads),
-        );
-        metadata.insert(
-            format!("{arch}.feed_forward_length"),
-            per_layer(|d| d.ffn_dim),
-        );
-        metadata.insert(
-            format!("{arch}.attention.key_length"),
-            MetadataValue::U32(self.config.head_dim as u32),
-        );
-        metadata.insert(
-            format!("{arch}.attention.value_length"),
-            MetadataValue::U32(self.config.head_dim as u32),
-        );
-        metadata.insert(
-            "general.file_type".into(),
-            MetadataValue::U32(crate::convert::file_type_code(dtype)),
-        );
-
+        let metadata =
+            crate::model::gguf_size::export_metadata(&self.metadata, &self.config, dtype);
         let matrix = |t: &Tensor| -> Result<QTensor> {
-            let cols = t.dim(D::Minus1)?;
-            let dtype = if cols % dtype.block_size() == 0 {
-                dtype
-            } else {
-                GgmlDType::F16
-            };
-            Ok(QTensor::quantize(t, dtype)?)
+            Ok(QTensor::quantize(
+                t,
+                crate::model::gguf_size::matrix_dtype(t.dim(D::Minus1)?, dtype),
+            )?)
         };
         let vector = |t: &Tensor| -> Result<QTensor> { Ok(QTensor::quantize(t, GgmlDType::F32)?) };
 

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dense;
 pub mod frozen;
+pub mod gguf_size;
 pub mod kv_cache;
 pub mod lora;
 pub mod structured;

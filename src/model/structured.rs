@@ -1,9 +1,11 @@
-//! Structural edits of a `DenseModel`: physically removing FFN neurons and key/value head
-//! groups, so the model and its GGUF file shrink. Each edit updates the layer's `LayerDims`.
+//! Structural edits of a `DenseModel`: physically removing FFN neurons, query heads,
+//! key/value head groups and whole decoder layers, so the model and its GGUF file shrink. Each
+//! edit updates the `LayerDims` of the layers it changes.
 //!
 //! A removed group computes exactly what a zeroed group computes. An FFN neuron whose gate and
-//! up rows are zero outputs `silu(0) * 0 = 0`. A key/value head group whose value rows and
-//! output columns are zero adds nothing to the residual stream.
+//! up rows are zero outputs `silu(0) * 0 = 0`. A query head whose `attn_output` columns are
+//! zero, and a key/value head group whose value rows and output columns are zero, add nothing
+//! to the residual stream.
 
 use candle_core::{Device, Tensor, Var, D};
 
@@ -120,6 +122,104 @@ impl DenseModel {
         layer.dims.n_kv_heads = keep.len();
         layer.dims.n_heads = keep.len() * n_rep;
         self.config.layers[l] = layer.dims;
+        Ok(())
+    }
+
+    /// Keeps only the query heads `keep` of layer `l` (strictly increasing indices below
+    /// `n_heads`): rows of `attn_q` and columns of `attn_output`. Every key/value group must keep
+    /// the same number of its query heads, at least one, so `n_heads` stays a multiple of
+    /// `n_kv_heads`. Kept heads stay in their group: query head `h` belongs to key/value head
+    /// `h / n_rep`.
+    pub fn remove_query_heads(&mut self, l: usize, keep: &[usize]) -> Result<()> {
+        let dims = self.layer_checked(l)?.dims;
+        keep_index("query head", l, keep, dims.n_heads)?;
+        let n_rep = dims.n_heads / dims.n_kv_heads;
+        let mut per_group = vec![0usize; dims.n_kv_heads];
+        for &h in keep {
+            per_group[h / n_rep] += 1;
+        }
+        if per_group.contains(&0) {
+            return Err(Error::invalid_argument(
+                "query head list",
+                format!("layer {l}: every key/value group must keep at least one query head, got {per_group:?}"),
+            ));
+        }
+        if per_group.iter().any(|&n| n != per_group[0]) {
+            return Err(Error::invalid_argument(
+                "query head list",
+                format!(
+                    "layer {l}: every key/value group must keep the same number of query heads, got {per_group:?} \
+                     (grouped-query attention needs n_heads to be a multiple of n_kv_heads {})",
+                    dims.n_kv_heads
+                ),
+            ));
+        }
+        let hd = self.config.head_dim;
+        let rows: Vec<u32> = keep
+            .iter()
+            .flat_map(|&h| (h * hd..(h + 1) * hd).map(|i| i as u32))
+            .collect();
+        let rows = Tensor::new(rows.as_slice(), &Device::Cpu)?;
+
+        let layer = &mut self.layers[l];
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::AttnQ)
+                .expect("every layer has attn_q"),
+            0,
+            &rows,
+        )?;
+        select(
+            layer
+                .linears
+                .get_mut(&LinearKind::AttnOutput)
+                .expect("every layer has attn_output"),
+            1,
+            &rows,
+        )?;
+        layer.dims.n_heads = keep.len();
+        self.config.layers[l] = layer.dims;
+        Ok(())
+    }
+
+    /// Keeps only the decoder layers `keep` (strictly increasing indices below `n_layers`, at
+    /// least one) and renumbers them from 0. Removing a layer is the same as skipping it: its
+    /// output is its input plus the attention and MLP residuals, and without it both are gone.
+    pub fn remove_layers(&mut self, keep: &[usize]) -> Result<()> {
+        let n_layers = self.layers.len();
+        if keep.is_empty() {
+            return Err(Error::invalid_argument(
+                "layer list",
+                "the model must keep at least one decoder layer, got an empty list",
+            ));
+        }
+        if let Some(w) = keep.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(Error::invalid_argument(
+                "layer list",
+                format!(
+                    "indices must be strictly increasing, got {} before {}",
+                    w[0], w[1]
+                ),
+            ));
+        }
+        let last = *keep.last().expect("checked non-empty");
+        if last >= n_layers {
+            return Err(Error::invalid_argument(
+                "layer list",
+                format!("index {last} is out of range, the model has {n_layers} layers"),
+            ));
+        }
+        let mut old: Vec<Option<crate::model::dense::DenseLayer>> =
+            std::mem::take(&mut self.layers)
+                .into_iter()
+                .map(Some)
+                .collect();
+        self.layers = keep
+            .iter()
+            .map(|&l| old[l].take().expect("indices are strictly increasing"))
+            .collect();
+        self.config.layers = self.layers.iter().map(|layer| layer.dims).collect();
         Ok(())
     }
 

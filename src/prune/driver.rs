@@ -335,7 +335,7 @@ fn check_calibration(
     calibration: &[Vec<u32>],
     config: &PruneConfig,
 ) -> Result<usize> {
-    let Some(first) = calibration.first() else {
+    if calibration.is_empty() {
         if config.method.needs_calibration() {
             return Err(Error::invalid_argument(
                 "calibration data",
@@ -345,6 +345,15 @@ fn check_calibration(
                 ),
             ));
         }
+        return Ok(0);
+    }
+    check_windows(model, calibration)
+}
+
+/// Checks that the calibration windows are non-empty, of equal length, within the model's
+/// context and vocabulary, and returns their length (0 when there are none).
+pub(crate) fn check_windows(model: &DenseModel, calibration: &[Vec<u32>]) -> Result<usize> {
+    let Some(first) = calibration.first() else {
         return Ok(0);
     };
     let seq_len = first.len();

@@ -21,6 +21,7 @@ pub mod magnitude;
 pub mod mask;
 pub mod report;
 pub mod sparsegpt;
+pub mod structured;
 pub mod wanda;
 
 use std::ops::Range;

@@ -1209,11 +1209,12 @@ fn smollm2_ffn_removal_equals_zeroed() {
 
 #[test]
 fn greedy_latency_budget_is_met() {
-    // Wide FFNs dominate the decode time, so removing neurons clearly lowers it. The budget is
-    // 60% of the measured time, far above what one neuron per layer takes.
+    // Very wide FFNs dominate the decode time, so removing neurons clearly lowers it. The budget
+    // is 70% of the measured time, far above what one neuron per layer takes even when other
+    // processes slow down some of the measurements.
     let spec = TinySpec {
         hidden_size: 128,
-        layers: vec![(4, 2, 4096); 2],
+        layers: vec![(4, 2, 16384); 2],
         ..spec(vec![], true, 31)
     };
     let mut model = dense(&spec);
@@ -1221,7 +1222,7 @@ fn greedy_latency_budget_is_met() {
     let clock = move || start.elapsed().as_secs_f64() * 1e3;
     let dense_ms =
         prunechat::prune::structured::measure_ms_per_token(&model, GgmlDType::F32, &clock).unwrap();
-    let target = 0.6 * dense_ms;
+    let target = 0.7 * dense_ms;
     let config = structured_config(
         Structure::Ffn,
         Score::Magnitude,

@@ -301,6 +301,11 @@ def write_markdown(runs, chat, text, llama, windows: int, text_file: Path, text_
             ours = text[entry["model"]]["perplexity"]["perplexity"]
             lines.append(f"| {Path(entry['model']).name} | {ours:.2f} | {entry['perplexity']:.2f} |")
         lines.append("")
+    # scripts/structured-results.py owns the section between its markers; keep it.
+    start, end = "<!-- structured-results:start -->", "<!-- structured-results:end -->"
+    previous = OUTPUT.read_text() if OUTPUT.exists() else ""
+    if start in previous and end in previous:
+        lines += [previous[previous.index(start):previous.index(end) + len(end)], ""]
     OUTPUT.write_text("\n".join(lines))
     print(f"wrote {OUTPUT}", file=sys.stderr)
 

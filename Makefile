@@ -15,7 +15,7 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 PORT ?= 8080
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 
-.PHONY: run test setup setup-browser wasm native model serve fixtures bench prune-results
+.PHONY: run test setup setup-browser wasm native model serve fixtures bench prune-results training-results
 
 ## run: set up, build the wasm package and the CLI, fetch the model, serve on 127.0.0.1:$(PORT)
 run: setup wasm native model serve
@@ -61,6 +61,13 @@ bench: setup-browser wasm model
 	node benches/browser-bench.mjs
 	node benches/browser-train-bench.mjs
 
-## prune-results: prune SmolLM2 with magnitude, Wanda and SparseGPT at six settings, evaluate, write docs/pruning-results.md (about an hour on two cores)
-prune-results: native model
+## prune-results: connection pruning at six settings, then structured pruning to parameter budgets; writes docs/pruning-results.md (about two hours on two cores)
+prune-results: native model setup-browser wasm
 	python3 scripts/pruning-results.py
+	python3 scripts/structured-results.py
+
+## training-results: training throughput, a from-scratch run and recovery of the Wanda 50% model; writes docs/training-results.md
+training-results: native model
+	@test -f target/pruning-results/wanda-50.gguf || { echo "target/pruning-results/wanda-50.gguf is missing: run make prune-results first"; exit 1; }
+	python3 scripts/training_results.py --pruned target/pruning-results/wanda-50.gguf \
+		--text target/pruning-results/flask-3.0.3-docs.txt

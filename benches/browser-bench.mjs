@@ -162,6 +162,56 @@ async function measureRun(browser, baseUrl, modelPath, prompts) {
 }
 
 // ---------------------------------------------------------------------------
+// Machine limits, measured by src/wasm_limits.rs in the page's main thread
+
+const LIMITS_BUFFER_BYTES = 256 * 2 ** 20;
+const LIMITS_PASSES = 5;
+const SIMD_ITERATIONS = 20_000_000;
+
+async function measureLimitsInPage({ bufferBytes, passes, simdIterations }) {
+  const wasm = await import('/pkg/prunechat.js');
+  await wasm.default();
+  const timeOf = (work) => {
+    const start = performance.now();
+    const checksum = work();
+    return { seconds: (performance.now() - start) / 1000, checksum };
+  };
+  const medianOf = (values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const buffer = new wasm.LimitsBuffer(bufferBytes);
+  try {
+    buffer.readOnce();
+    buffer.copyOnce();
+    const reads = [];
+    const copies = [];
+    const simd = [];
+    for (let pass = 0; pass < passes; pass += 1) {
+      reads.push(buffer.bytes / timeOf(() => buffer.readOnce()).seconds);
+      copies.push(buffer.bytes / timeOf(() => buffer.copyOnce()).seconds);
+      const flops = simdIterations * wasm.simdMultiplyAddFlopsPerIteration();
+      simd.push(flops / timeOf(() => wasm.simdMultiplyAdd(simdIterations)).seconds);
+    }
+    return { readBytesPerS: medianOf(reads), copyBytesPerS: medianOf(copies), simdFlopsPerS: medianOf(simd) };
+  } finally {
+    buffer.free();
+  }
+}
+
+async function measureLimits(browser, baseUrl) {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(`${baseUrl}/benches/bench.html`);
+    return await page.evaluate(measureLimitsInPage, {
+      bufferBytes: LIMITS_BUFFER_BYTES,
+      passes: LIMITS_PASSES,
+      simdIterations: SIMD_ITERATIONS,
+    });
+  } finally {
+    await context.close();
+  }
+}
+
+// ---------------------------------------------------------------------------
 // wllama reference run
 
 const WLLAMA_MODULE = '/node_modules/@wllama/wllama/esm/index.js';
@@ -279,7 +329,39 @@ function cell(value, format, tokens = null) {
   return tokens === null ? text : `${text} (${Math.round(tokens)} tokens)`;
 }
 
-function buildReport({ runs, modelPath, info, prunechat, wllama, wllamaError, chromiumVersion }) {
+/**
+ * Builds the limits section and the decode floor: every weight is read once per generated
+ * token, so a token takes at least the model's bytes divided by the read bandwidth.
+ */
+function limitsLines(limits, info, engines) {
+  const gbPerS = (bytesPerS) => `${(bytesPerS / 1e9).toFixed(1)} GB/s`;
+  const ceiling = limits.readBytesPerS / info.file_bytes;
+  const lines = [
+    '### Limits of this machine in the page',
+    '',
+    `Measured in the same browser by \`src/wasm_limits.rs\` (one thread, median of ${LIMITS_PASSES} passes over`,
+    `${LIMITS_BUFFER_BYTES / 2 ** 20} MiB buffers, far larger than the caches):`,
+    '',
+    `- memory read with 128-bit SIMD loads: ${gbPerS(limits.readBytesPerS)}`,
+    `- memory copy (\`memory.copy\`, bytes copied): ${gbPerS(limits.copyBytesPerS)}`,
+    `- f32x4 multiply and add, eight independent chains: ${(limits.simdFlopsPerS / 1e9).toFixed(1)} GFLOP/s`,
+    '',
+    `Decoding one token reads every weight once, so at the read bandwidth the ${formatters.mib(info.file_bytes)} file`,
+    `allows at most ${ceiling.toFixed(1)} tokens/s on one thread (the file's bytes are an upper bound of the`,
+    'weight bytes: they include the tokenizer, about 2% of the file).',
+    '',
+    '| Engine | decode tokens/s | fraction of the bandwidth floor |',
+    '| --- | ---: | ---: |',
+  ];
+  for (const [name, medians] of engines) {
+    if (medians.decodeRate !== null && medians.decodeRate !== undefined) {
+      lines.push(`| ${name} | ${medians.decodeRate.toFixed(1)} | ${((medians.decodeRate / ceiling) * 100).toFixed(0)}% |`);
+    }
+  }
+  return lines;
+}
+
+function buildReport({ runs, modelPath, info, prunechat, wllama, wllamaError, chromiumVersion, limits }) {
   const rows = [
     ['Model load, first (HTTP from 127.0.0.1)', 'loadColdMs', 'ms', null],
     ['Model load, engine construction only', 'engineMs', 'ms', null],
@@ -307,7 +389,8 @@ function buildReport({ runs, modelPath, info, prunechat, wllama, wllamaError, ch
     SECTION_START,
     '## Browser: headless Chromium',
     '',
-    `Measured by \`node benches/browser-bench.mjs\` on ${date}: median of ${runs} runs, each in a fresh browser context.`,
+    `Measured by \`node benches/browser-bench.mjs\` on ${date}: median of ${runs} runs, each in a fresh browser context,`,
+    'prunechat and wllama runs alternated.',
     '',
     `- Machine: ${machineDescription()}`,
     `- Browser: Chromium ${chromiumVersion}, headless, flags ${CHROMIUM_ARGS.join(' ')}`,
@@ -328,6 +411,7 @@ function buildReport({ runs, modelPath, info, prunechat, wllama, wllamaError, ch
   if (wllamaError !== null) {
     lines.push('', `wllama did not run: ${wllamaError}`);
   }
+  lines.push('', ...limitsLines(limits, info, engines));
   lines.push(SECTION_END);
   return lines.join('\n');
 }
@@ -351,9 +435,17 @@ async function main() {
 
   const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
   try {
+    const limits = await withTimeout(measureLimits(browser, baseUrl), STEP_TIMEOUT_MS, 'limits');
+    console.error(`bench: limits ${JSON.stringify(limits)}`);
+
+    // Runs alternate between the engines, so a change in the machine's load during the
+    // benchmark affects both. A wllama failure leaves the prunechat numbers usable, so it is
+    // reported in the table instead of ending the benchmark.
     let prompts = null;
     let info = null;
     const prunechatResults = [];
+    const wllamaResults = [];
+    let wllamaError = null;
     for (let run = 1; run <= options.runs; run += 1) {
       const measuring = measureRun(browser, baseUrl, options.model, prompts);
       const result = await withTimeout(measuring, STEP_TIMEOUT_MS, `prunechat run ${run}`);
@@ -361,27 +453,19 @@ async function main() {
       info = result.info;
       prunechatResults.push(result.values);
       logRun('prunechat', run, result.values);
-    }
-
-    // A wllama failure leaves the prunechat numbers usable, so it is
-    // reported in the table instead of ending the benchmark.
-    let wllama = null;
-    let wllamaError = null;
-    if (options.wllama) {
-      const wllamaResults = [];
-      try {
-        for (let run = 1; run <= options.runs; run += 1) {
-          const measuring = measureWllamaRun(browser, baseUrl, options.model, prompts);
-          const values = await withTimeout(measuring, STEP_TIMEOUT_MS, `wllama run ${run}`);
+      if (options.wllama && wllamaError === null) {
+        try {
+          const measuringWllama = measureWllamaRun(browser, baseUrl, options.model, prompts);
+          const values = await withTimeout(measuringWllama, STEP_TIMEOUT_MS, `wllama run ${run}`);
           wllamaResults.push(values);
           logRun('wllama', run, values);
+        } catch (error) {
+          wllamaError = error.message.split('\n')[0];
+          console.error(`bench: wllama failed: ${error.stack ?? error}`);
         }
-        wllama = medianOfRuns(wllamaResults);
-      } catch (error) {
-        wllamaError = error.message.split('\n')[0];
-        console.error(`bench: wllama failed: ${error.stack ?? error}`);
       }
     }
+    const wllama = wllamaError === null && wllamaResults.length > 0 ? medianOfRuns(wllamaResults) : null;
 
     const report = buildReport({
       runs: options.runs,
@@ -391,6 +475,7 @@ async function main() {
       wllama,
       wllamaError,
       chromiumVersion: browser.version(),
+      limits,
     });
     console.log(report);
     if (options.write) {

@@ -7,19 +7,22 @@ Runs target/release/prunechat (build it first with `cargo build --release`):
    of full fine-tuning on SmolLM2-135M-Instruct, each with 1 and 2 candle threads.
 2. From scratch: `prunechat train --preset tiny` on the English chatterbot corpus for
    --scratch-steps steps, its loss curve and a few greedy replies.
-3. Recovery (with --pruned FILE): fine-tunes a pruned model on the chatterbot corpus with
-   LoRA and with full fine-tuning, masks kept, for --recovery-steps steps. It reports the
-   held-out loss before and after, and `prunechat eval` perplexity of the pruned and the
-   recovered model on held-out chat and on English text (--text FILE, for example the Flask
-   documentation prose that scripts/pruning-results.py extracts), as multiples of the dense
-   model's.
+3. Recovery (with --pruned FILE...): fine-tunes each pruned model, masks kept, for
+   --recovery-steps steps with each of --recovery-methods (full, lora). With --text FILE (for
+   example the Flask documentation prose that scripts/pruning-results.py extracts) it trains on
+   that text's calibration split and scores its held-out split. Without it, both use the
+   chatterbot corpus.
+   It reports the held-out loss before and after, and `prunechat eval` perplexity of the dense,
+   pruned and recovered models on the held-out text and held-out chat, as multiples of the
+   dense model's.
 
 Tokens/s counts input tokens without padding, per optimizer step, as the CLI's --log records
 them; the table gives the median over the steps after the first. `--only SECTION` runs one
 section and replaces it in the existing page.
 
-Usage: python3 scripts/training_results.py [--scratch-steps 1200] [--pruned pruned.gguf]
-       [--text flask.txt] [--recovery-steps 60] [--only throughput|scratch|recovery]
+Usage: python3 scripts/training_results.py [--scratch-steps 1200] [--pruned a.gguf b.gguf]
+       [--text flask.txt] [--recovery-steps 60] [--recovery-methods full lora]
+       [--only throughput|scratch|recovery]
 """
 
 import argparse
@@ -132,65 +135,98 @@ def perplexities(models, data_args, name, tmp):
     return {str(Path(r["model"])): r["perplexity"]["perplexity"] for r in rows}
 
 
-def recovery(tmp, pruned, text, n_steps):
-    """Fine-tune `pruned` with LoRA and fully; return the runs and the perplexity tables."""
+RECOVERY_METHODS = {
+    "full": ("full fine-tuning", ["--lr", "5e-5"]),
+    "lora": ("LoRA rank 8", ["--lora-rank", 8, "--lr", "1e-3"]),
+}
+
+
+def recovery(tmp, pruned_models, text, n_steps, methods):
+    """Fine-tune each pruned model with each method and return the runs and the perplexity tables.
+
+    With `text`, training uses the text's calibration split and perplexity is measured on its
+    held-out split (the same seed-0 split that `prunechat eval --split held-out` uses);
+    otherwise both use the chatterbot corpus.
+    """
+    data = text if text is not None else CORPUS
     runs = []
-    for name, slug, extra in [("LoRA rank 8", "lora", ["--lora-rank", 8, "--lr", "1e-3"]),
-                              ("full fine-tuning", "full", ["--lr", "5e-5"])]:
-        out = tmp / f"recovered-{slug}.gguf"
-        _, stderr, steps, evals = run(["finetune", pruned, "--data", CORPUS, "--steps", n_steps, "--batch-size", 4,
-                                       "--seq-len", 128, "--eval-every", max(n_steps // 3, 1), "--threads", 1,
-                                       "--out", out, "--to", "q8_0"] + extra,
-                                      log=tmp / f"recovery-{slug}.jsonl")
-        sparsity = [line.strip() for line in stderr.splitlines() if "sparsity" in line]
-        runs.append({"name": name, "out": out, "before": evals[0]["loss"], "after": evals[-1]["loss"],
-                     "rate": tokens_per_second(steps), "seconds": sum(s["seconds"] for s in steps),
-                     "sparsity": sparsity})
-    models = [MODEL, pruned] + [r["out"] for r in runs]
-    tables = [("held-out chat", perplexities(models, ["--data", CORPUS, "--split", "held-out"], "chat", tmp))]
+    for pruned in pruned_models:
+        for method in methods:
+            name, extra = RECOVERY_METHODS[method]
+            out = tmp / f"{pruned.stem}-recovered-{method}.gguf"
+            _, stderr, steps, evals = run(["finetune", pruned, "--data", data, "--steps", n_steps, "--batch-size", 4,
+                                           "--seq-len", 128, "--eval-every", max(n_steps // 3, 1), "--threads", 1,
+                                           "--out", out, "--to", "q8_0"] + extra,
+                                          log=tmp / f"{pruned.stem}-recovery-{method}.jsonl")
+            sparsity = [line.strip() for line in stderr.splitlines() if "sparsity" in line]
+            runs.append({"pruned": pruned, "name": name, "out": out, "before": evals[0]["loss"],
+                         "after": evals[-1]["loss"], "rate": tokens_per_second(steps),
+                         "seconds": sum(s["seconds"] for s in steps), "sparsity": sparsity})
+    models = [MODEL, *pruned_models] + [r["out"] for r in runs]
+    tables = []
     if text is not None:
-        tables.append((f"English text ({text.name})", perplexities(models, ["--data", text, "--split", "all"], "text", tmp)))
+        tables.append((f"held-out text ({text.name})",
+                       perplexities(models, ["--data", text, "--split", "held-out"], "text", tmp)))
+    tables.append(("held-out chat", perplexities(models, ["--data", CORPUS, "--split", "held-out"], "chat", tmp)))
     return runs, tables
 
 
-def recovery_lines(pruned, n_steps, recovered):
+def recovery_lines(pruned_models, text, n_steps, methods, recovered):
     lines = [RECOVERY_HEADING, ""]
     if recovered is None:
         return lines + [
-            "Not measured yet: run the script with `--pruned PRUNED.gguf` once a pruned model exists. It fine-tunes",
-            "with LoRA and fully and reports held-out loss and perplexity before and after.",
+            "Not measured yet: run the script with `--pruned PRUNED.gguf ...` once pruned models exist. It",
+            "fine-tunes each and reports held-out loss and perplexity before and after.",
         ]
     runs, tables = recovered
     cpu, cores, load, commit = machine()
+    data = f"the calibration split of {text.name}" if text else "the calibration split of the English chatterbot corpus"
+    command = ["python3 scripts/training_results.py --only recovery --pruned",
+               *[str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in pruned_models]]
+    if text is not None:
+        command += ["--text", str(text.relative_to(ROOT)) if text.is_relative_to(ROOT) else str(text)]
+    command += ["--recovery-steps", str(n_steps), "--recovery-methods", *methods]
     lines += [
-        f"Measured by `python3 scripts/training_results.py --only recovery --pruned {pruned} --recovery-steps {n_steps}`",
+        "Measured by `" + " ".join(command) + "`",
         f"on {datetime.date.today().isoformat()}, commit {commit}; {cpu}, {cores} cores, load average {load:.1f}.",
         "",
-        f"The pruned model is fine-tuned on the calibration split of the English chatterbot corpus for {n_steps} steps",
-        "(batch 4, sequences of at most 128 tokens, one candle thread), masks kept: every weight that is zero",
-        "in the pruned file stays exactly zero. The held-out loss is the mean loss on assistant tokens of the",
-        "held-out split.",
+        f"Each pruned model is fine-tuned on {data} for {n_steps} steps (batch 4, sequences of at most",
+        "128 tokens, one candle thread), masks kept: every weight that is zero in the pruned file stays",
+        "exactly zero, so the recovered model has the pruned model's sparsity and shape. The held-out loss",
+        "is the mean next-token loss on the held-out split of the training data.",
         "",
-        "| Method | held-out loss before | held-out loss after | tokens/s | training time (s) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| Pruned model | Method | held-out loss before | held-out loss after | tokens/s | training time (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
-        lines.append(f"| {r['name']} | {r['before']:.3f} | {r['after']:.3f} | {r['rate']:.0f} | {r['seconds']:.0f} |")
-    lines += ["", "Perplexity (`prunechat eval`, first 12 windows of 512 tokens) and its multiple of the dense model's:", ""]
-    header = "| model | " + " | ".join(name for name, _ in tables) + " |"
-    lines += [header, "| --- | " + " | ".join("---:" for _ in tables) + " |"]
-    labels = [(str(MODEL), "dense"), (str(pruned), f"pruned ({pruned.name})")]
-    labels += [(str(r["out"]), f"pruned + {r['name']}") for r in runs]
-    for path, label in labels:
+        lines.append(f"| {r['pruned'].name} | {r['name']} | {r['before']:.3f} | {r['after']:.3f} | {r['rate']:.0f} "
+                     f"| {r['seconds']:.0f} |")
+    lines += ["", "Perplexity (`prunechat eval`, first 12 windows of 512 tokens) and its multiple of the dense model's.",
+              "The gap is the multiple minus one; recovery closes the fraction of the pruned model's gap shown in",
+              "the last column (first table).", ""]
+    first = tables[0][1]
+    header = "| model | " + " | ".join(name for name, _ in tables) + " | gap closed |"
+    lines += [header, "| --- | " + " | ".join("---:" for _ in tables) + " | ---: |"]
+    labels = [(str(MODEL), "dense", None)]
+    for pruned in pruned_models:
+        labels.append((str(pruned), f"{pruned.name}", None))
+        labels += [(str(r["out"]), f"{pruned.name} + {r['name']}", pruned) for r in runs if r["pruned"] == pruned]
+    dense = str(MODEL)
+    for path, label, source in labels:
         cells = []
         for _, table in tables:
-            value, dense = table[path], table[str(MODEL)]
-            cells.append(f"{value:.2f} ({value / dense:.2f}×)")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            value = table[path]
+            cells.append(f"{value:.2f} ({value / table[dense]:.2f}×)")
+        closed = ""
+        if source is not None:
+            before = first[str(source)] / first[dense] - 1
+            after = first[path] / first[dense] - 1
+            closed = f"{(1 - after / before) * 100:.0f} %" if before > 0 else "—"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {closed} |")
     lines.append("")
     for r in runs:
         for line in r["sparsity"]:
-            lines.append(f"{r['name']}: {line}")
+            lines.append(f"{r['pruned'].name}, {r['name']}: {line}")
     return lines
 
 
@@ -275,13 +311,16 @@ def replace_section(page, heading, section):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scratch-steps", type=int, default=1200, help="optimizer steps of the from-scratch run")
-    parser.add_argument("--pruned", type=Path, help="a pruned GGUF model for the recovery section")
-    parser.add_argument("--text", type=Path, help="a plain-text file for the recovery perplexity table")
+    parser.add_argument("--pruned", type=Path, nargs="+", help="pruned GGUF models for the recovery section")
+    parser.add_argument("--text", type=Path,
+                        help="a plain-text file: recovery trains on its calibration split and scores its held-out split")
+    parser.add_argument("--recovery-methods", nargs="+", choices=sorted(RECOVERY_METHODS), default=["full"],
+                        help="recovery fine-tuning methods (default: full)")
     parser.add_argument("--recovery-steps", type=int, default=60, help="optimizer steps of each recovery run")
     parser.add_argument("--only", choices=["throughput", "scratch", "recovery"],
                         help="run one section and replace it in the existing page (recovery needs --pruned)")
     args = parser.parse_args()
-    for path in (BIN, MODEL, CORPUS):
+    for path in (BIN, MODEL, CORPUS, *(args.pruned or []), *([args.text] if args.text else [])):
         if not path.exists():
             sys.exit(f"{path} is missing: run `cargo build --release` and scripts/fetch-model.sh first")
     if args.only == "recovery" and args.pruned is None:
@@ -296,8 +335,10 @@ def main():
         if args.only in (None, "scratch"):
             sections[SCRATCH_HEADING] = scratch_lines(args.scratch_steps, *from_scratch(tmp, args.scratch_steps))
         if args.only in (None, "recovery"):
-            recovered = recovery(tmp, args.pruned, args.text, args.recovery_steps) if args.pruned else None
-            sections[RECOVERY_HEADING] = recovery_lines(args.pruned, args.recovery_steps, recovered)
+            recovered = (recovery(tmp, args.pruned, args.text, args.recovery_steps, args.recovery_methods)
+                         if args.pruned else None)
+            sections[RECOVERY_HEADING] = recovery_lines(args.pruned, args.text, args.recovery_steps,
+                                                        args.recovery_methods, recovered)
 
     if args.only is not None:
         page = OUT.read_text()

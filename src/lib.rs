@@ -23,6 +23,8 @@ pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 #[cfg(target_arch = "wasm32")]
+pub mod wasm_limits;
+#[cfg(target_arch = "wasm32")]
 pub mod wasm_train;
 
 pub use error::{Error, Result};

@@ -69,6 +69,24 @@ pub fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
+/// The bundled English dialogue corpus, relative to the repository root.
+pub const DEFAULT_CORPUS: &str = "data/chatterbot-corpus/english";
+
+/// Finds the bundled dialogue corpus: under the current directory if it is there, else under
+/// the repository this binary was built from. Returns the relative path when neither has it,
+/// so the caller's error names the path the user should create.
+pub fn default_corpus() -> std::path::PathBuf {
+    let relative = std::path::Path::new(DEFAULT_CORPUS);
+    if relative.exists() {
+        return relative.to_path_buf();
+    }
+    let in_repository = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CORPUS);
+    if in_repository.exists() {
+        return in_repository;
+    }
+    relative.to_path_buf()
+}
+
 /// Loads a corpus, keeps one split, and tokenizes it with the model's tokenizer and chat
 /// template.
 pub fn load_tokens(

@@ -17,7 +17,6 @@ use prunechat::prune::{
 use prunechat::sparse::{self, open_model, ValueType};
 
 /// Calibration data used when `--calib` is not given, relative to the working directory.
-const DEFAULT_CALIBRATION: &str = "data/chatterbot-corpus/english";
 
 #[derive(Args)]
 pub struct PruneArgs {
@@ -71,7 +70,7 @@ pub struct PruneArgs {
     pub(super) scope: Option<String>,
     /// Calibration corpus: a text, JSONL chat or chatterbot YAML file, or a directory of them.
     /// Its calibration split is used (see --eval-fraction). Default:
-    /// data/chatterbot-corpus/english.
+    /// data/chatterbot-corpus/english, under the current directory or the repository.
     #[arg(long)]
     pub(super) calib: Option<PathBuf>,
     /// Number of calibration samples.
@@ -229,9 +228,14 @@ pub(super) fn load_calibration(
     let calibration_path = args
         .calib
         .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CALIBRATION));
+        .unwrap_or_else(super::default_corpus);
     if args.calib.is_none() && !calibration_path.exists() {
-        bail!("the default calibration data {DEFAULT_CALIBRATION} is missing; pass --calib FILE or run scripts/fetch-model.sh");
+        bail!(
+            "the default calibration data {} is missing (looked in the current directory and in {}); \
+             pass --calib FILE or run scripts/fetch-model.sh",
+            super::DEFAULT_CORPUS,
+            env!("CARGO_MANIFEST_DIR")
+        );
     }
     let stream = super::load_tokens(
         gguf,

@@ -23,9 +23,10 @@ pub struct TrainArgs {
     /// Model size: tiny (about 3.7 M parameters).
     #[arg(long, default_value = "tiny")]
     preset: String,
-    /// Training data (a corpus file or directory, as for `finetune`).
-    #[arg(long, default_value = "data/chatterbot-corpus/english")]
-    data: PathBuf,
+    /// Training data (a corpus file or directory, as for `finetune`). Default:
+    /// data/chatterbot-corpus/english, under the current directory or the repository.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Vocabulary size of the BPE tokenizer (default: the preset's).
     #[arg(long)]
     vocab_size: Option<usize>,
@@ -44,7 +45,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let preset = scratch::preset(&args.preset)?;
     args.train.apply_threads()?;
     let checkpoints = args.train.checkpoint_dir()?;
-    let corpus_data = load_corpus(&args.data)?;
+    let data_path = args.data.clone().unwrap_or_else(super::default_corpus);
+    let corpus_data = load_corpus(&data_path)?;
 
     let initial_path = checkpoints.as_ref().map(|c| c.dir.join(INITIAL_MODEL));
     let gguf = match &initial_path {

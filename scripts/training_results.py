@@ -41,6 +41,8 @@ BIN = ROOT / "target" / "release" / "prunechat"
 MODEL = ROOT / "models" / "smollm2-135m-instruct-q8_0.gguf"
 CORPUS = ROOT / "data" / "chatterbot-corpus" / "english"
 OUT = ROOT / "docs" / "training-results.md"
+# Recovered models and their records; a rerun with the same settings reuses them.
+RECOVERY_DIR = ROOT / "target" / "training-results"
 PROMPTS = ["Hello", "What is your name?", "Do you like music?", "Tell me a joke."]
 
 
@@ -149,19 +151,32 @@ def recovery(tmp, pruned_models, text, n_steps, methods):
     otherwise both use the chatterbot corpus.
     """
     data = text if text is not None else CORPUS
+    RECOVERY_DIR.mkdir(parents=True, exist_ok=True)
     runs = []
     for pruned in pruned_models:
         for method in methods:
             name, extra = RECOVERY_METHODS[method]
-            out = tmp / f"{pruned.stem}-recovered-{method}.gguf"
+            out = RECOVERY_DIR / f"{pruned.stem}-recovered-{method}.gguf"
+            record = RECOVERY_DIR / f"{pruned.stem}-recovered-{method}.json"
+            # The fine-tuning settings that a finished run must share to be reused.
+            key = {"pruned": str(pruned), "pruned_bytes": pruned.stat().st_size, "data": str(data),
+                   "steps": n_steps, "method": method}
+            if out.exists() and record.exists():
+                saved = json.loads(record.read_text())
+                if saved["key"] == key:
+                    print(f"reusing {out}", file=sys.stderr)
+                    runs.append({**saved["run"], "pruned": pruned, "out": out})
+                    continue
             _, stderr, steps, evals = run(["finetune", pruned, "--data", data, "--steps", n_steps, "--batch-size", 4,
                                            "--seq-len", 128, "--eval-every", max(n_steps // 3, 1), "--threads", 1,
                                            "--out", out, "--to", "q8_0"] + extra,
                                           log=tmp / f"{pruned.stem}-recovery-{method}.jsonl")
             sparsity = [line.strip() for line in stderr.splitlines() if "sparsity" in line]
-            runs.append({"pruned": pruned, "name": name, "out": out, "before": evals[0]["loss"],
-                         "after": evals[-1]["loss"], "rate": tokens_per_second(steps),
-                         "seconds": sum(s["seconds"] for s in steps), "sparsity": sparsity})
+            result = {"name": name, "before": evals[0]["loss"], "after": evals[-1]["loss"],
+                      "rate": tokens_per_second(steps), "seconds": sum(s["seconds"] for s in steps),
+                      "sparsity": sparsity}
+            record.write_text(json.dumps({"key": key, "run": result}, indent=1))
+            runs.append({**result, "pruned": pruned, "out": out})
     models = [MODEL, *pruned_models] + [r["out"] for r in runs]
     tables = []
     if text is not None:

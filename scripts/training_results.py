@@ -143,7 +143,7 @@ RECOVERY_METHODS = {
 }
 
 
-def recovery(tmp, pruned_models, text, n_steps, methods):
+def recovery(tmp, pruned_models, text, n_steps, methods, train_only=False):
     """Fine-tune each pruned model with each method and return the runs and the perplexity tables.
 
     With `text`, training uses the text's calibration split and perplexity is measured on its
@@ -177,6 +177,8 @@ def recovery(tmp, pruned_models, text, n_steps, methods):
                       "sparsity": sparsity}
             record.write_text(json.dumps({"key": key, "run": result}, indent=1))
             runs.append({**result, "pruned": pruned, "out": out})
+    if train_only:
+        return None
     models = [MODEL, *pruned_models] + [r["out"] for r in runs]
     tables = []
     if text is not None:
@@ -332,6 +334,8 @@ def main():
     parser.add_argument("--recovery-methods", nargs="+", choices=sorted(RECOVERY_METHODS), default=["full"],
                         help="recovery fine-tuning methods (default: full)")
     parser.add_argument("--recovery-steps", type=int, default=60, help="optimizer steps of each recovery run")
+    parser.add_argument("--train-only", action="store_true",
+                        help="with --only recovery: fine-tune and keep the runs for a later call, write no page")
     parser.add_argument("--only", choices=["throughput", "scratch", "recovery"],
                         help="run one section and replace it in the existing page (recovery needs --pruned)")
     args = parser.parse_args()
@@ -350,8 +354,12 @@ def main():
         if args.only in (None, "scratch"):
             sections[SCRATCH_HEADING] = scratch_lines(args.scratch_steps, *from_scratch(tmp, args.scratch_steps))
         if args.only in (None, "recovery"):
-            recovered = (recovery(tmp, args.pruned, args.text, args.recovery_steps, args.recovery_methods)
+            recovered = (recovery(tmp, args.pruned, args.text, args.recovery_steps, args.recovery_methods,
+                                  args.train_only)
                          if args.pruned else None)
+            if args.train_only:
+                print(f"recovery runs kept in {RECOVERY_DIR}", file=sys.stderr)
+                return
             sections[RECOVERY_HEADING] = recovery_lines(args.pruned, args.text, args.recovery_steps,
                                                         args.recovery_methods, recovered)
 

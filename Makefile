@@ -66,8 +66,10 @@ prune-results: native model setup-browser wasm
 	python3 scripts/pruning-results.py
 	python3 scripts/structured-results.py
 
-## training-results: training throughput, a from-scratch run and recovery of the Wanda 50% model; writes docs/training-results.md
+## training-results: training throughput, a from-scratch run and recovery of the Wanda 50%, Wanda 2:4 and FFN 25% models; writes docs/training-results.md
+RECOVERED := target/pruning-results/text-wanda-50.gguf target/pruning-results/text-wanda-2of4.gguf \
+	target/structured-results/ffn-wanda-25-global.gguf
 training-results: native model
-	@test -f target/pruning-results/wanda-50.gguf || { echo "target/pruning-results/wanda-50.gguf is missing: run make prune-results first"; exit 1; }
-	python3 scripts/training_results.py --pruned target/pruning-results/wanda-50.gguf \
+	@for f in $(RECOVERED); do test -f $$f || { echo "$$f is missing: run make prune-results first"; exit 1; }; done
+	python3 scripts/training_results.py --pruned $(RECOVERED) \
 		--text target/pruning-results/flask-3.0.3-docs.txt

@@ -21,7 +21,7 @@ them; the table gives the median over the steps after the first. `--only SECTION
 section and replaces it in the existing page.
 
 Usage: python3 scripts/training_results.py [--scratch-steps 1200] [--pruned a.gguf b.gguf]
-       [--text flask.txt] [--recovery-steps 60] [--recovery-methods full lora]
+       [--text flask.txt] [--recovery-steps 30] [--recovery-methods full lora]
        [--only throughput|scratch|recovery]
 """
 
@@ -138,7 +138,7 @@ def perplexities(models, data_args, name, tmp):
 
 
 RECOVERY_METHODS = {
-    "full": ("full fine-tuning", ["--lr", "5e-5"]),
+    "full": ("full fine-tuning", ["--lr", "1e-4"]),
     "lora": ("LoRA rank 8", ["--lora-rank", 8, "--lr", "1e-3"]),
 }
 
@@ -333,7 +333,7 @@ def main():
                         help="a plain-text file: recovery trains on its calibration split and scores its held-out split")
     parser.add_argument("--recovery-methods", nargs="+", choices=sorted(RECOVERY_METHODS), default=["full"],
                         help="recovery fine-tuning methods (default: full)")
-    parser.add_argument("--recovery-steps", type=int, default=60, help="optimizer steps of each recovery run")
+    parser.add_argument("--recovery-steps", type=int, default=30, help="optimizer steps of each recovery run")
     parser.add_argument("--train-only", action="store_true",
                         help="with --only recovery: fine-tune and keep the runs for a later call, write no page")
     parser.add_argument("--only", choices=["throughput", "scratch", "recovery"],

@@ -119,9 +119,15 @@ export function drawScatterChart(svg, points, { xLabel, yLabel, emptyMessage, fo
 
   shown.forEach((point, i) => {
     const group = svgElement('g', { class: 'chart-point', 'data-x': point.x, 'data-y': point.y });
+    // Labels of points in the right third go to their left, so that they stay inside the chart.
+    const labelLeft = px(point.x) > margin.left + (plotWidth * 2) / 3;
+    const label = { x: px(point.x) + (labelLeft ? -8 : 8), y: py(point.y) - 8, class: 'chart-label' };
+    if (labelLeft) {
+      label['text-anchor'] = 'end';
+    }
     group.append(
       svgElement('circle', { cx: px(point.x), cy: py(point.y), r: 5, class: `chart-fill chart-fill-${i % 6}` }),
-      svgElement('text', { x: px(point.x) + 8, y: py(point.y) - 8, class: 'chart-label' }, point.label),
+      svgElement('text', label, point.label),
       svgElement('title', {}, `${point.label}: ${point.xText}, ${point.yText}`),
     );
     svg.append(group);

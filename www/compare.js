@@ -234,7 +234,7 @@ export class CompareView {
   // -------------------------------------------------------------------------
   // Rendering
 
-  /** The first column with a loaded model: other models are compared with it. */
+  /** Returns the first column with a loaded model, which the other models are compared with. */
   reference() {
     return this.columns.find((column) => column.info !== null) ?? null;
   }
@@ -281,8 +281,8 @@ export class CompareView {
         xLabel: t('compare.chart_sparsity_axis'),
         yLabel: t('compare.chart_perplexity_axis'),
         emptyMessage: t('compare.chart_perplexity_empty'),
-        formatX: (x) => `${formatNumber(x, 0)} %`,
-        formatY: (y) => formatNumber(y, y < 10 ? 1 : 0),
+        formatX: (x) => `${formatNumber(x, Number.isInteger(x) ? 0 : 1)} %`,
+        formatY: (y) => formatNumber(y, Number.isInteger(y) ? 0 : 1),
       },
     );
   }

@@ -15,10 +15,10 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 PORT ?= 8080
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 
-.PHONY: run test setup setup-browser wasm native model serve fixtures bench prune-results training-results
+.PHONY: run test setup setup-browser wasm native model variants serve fixtures bench prune-results training-results
 
-## run: set up, build the wasm package and the CLI, fetch the model, serve on 127.0.0.1:$(PORT)
-run: setup wasm native model serve
+## run: set up, build the wasm package and the CLI, fetch the model, prune the compare view's variants, serve on 127.0.0.1:$(PORT)
+run: setup wasm native model variants serve
 
 ## test: everything `run` builds, then cargo, wasm-bindgen and browser end-to-end tests
 test:
@@ -41,6 +41,10 @@ native:
 ## model: models/*.gguf and data/chatterbot-corpus/
 model: native
 	scripts/fetch-model.sh
+
+## variants: models/variants/*.gguf and models/manifest.json for the compare view (a few minutes on two cores)
+variants: model
+	python3 scripts/prepare-variants.py
 
 serve:
 	@echo "Open the URL below in a browser; Ctrl-C stops the server."

@@ -2,7 +2,7 @@
 # Build everything and run every test suite. `make test` calls this script.
 #
 # Steps: setup (with the browser), wasm build, native release build, model
-# fetch and conversion, then the four suites:
+# fetch and conversion, the compare view's pruned models, then the four suites:
 #   scripts python3 -m unittest discover -s scripts/tests (scripts/serve.py)
 #   native  cargo test --release
 #   wasm    wasm-pack test --headless --chrome --release (Chromium via ChromeDriver)
@@ -59,6 +59,9 @@ cargo build --release
 
 banner "model: scripts/fetch-model.sh"
 scripts/fetch-model.sh
+
+banner "compare view models: scripts/prepare-variants.py"
+python3 scripts/prepare-variants.py
 
 # --- Suites -------------------------------------------------------------------
 failed_suites=()

@@ -35,7 +35,7 @@ pub struct PerplexityReport {
 
 /// A model's predictions on a set of windows, kept so that several models can be compared
 /// with one reference without running the reference again.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WindowPredictions {
     /// Highest-logit token at positions `0..len − 1` of each window.
     pub top1: Vec<Vec<u32>>,
@@ -50,6 +50,26 @@ impl WindowPredictions {
 
     pub fn perplexity(&self) -> f64 {
         (self.nll_sums.iter().sum::<f64>() / self.n_predicted() as f64).exp()
+    }
+
+    /// Runs `model` on one more window and records its predictions. `index` (from 0) names
+    /// the window in the error for one shorter than 2 tokens. The browser worker calls this once
+    /// per window so that it can report progress between windows.
+    pub fn push_window(&mut self, model: &Model, tokens: &[u32], index: usize) -> Result<()> {
+        if tokens.len() < 2 {
+            return Err(Error::invalid_argument(
+                "evaluation data",
+                format!(
+                    "window {} has {} token(s); at least 2 are needed",
+                    index + 1,
+                    tokens.len()
+                ),
+            ));
+        }
+        let (nll_sum, top1) = window_scores(model, tokens)?;
+        self.nll_sums.push(nll_sum);
+        self.top1.push(top1);
+        Ok(())
     }
 }
 
@@ -66,24 +86,9 @@ pub fn predict(
             "no windows to evaluate",
         ));
     }
-    let mut predictions = WindowPredictions {
-        top1: Vec::with_capacity(windows.len()),
-        nll_sums: Vec::with_capacity(windows.len()),
-    };
+    let mut predictions = WindowPredictions::default();
     for (i, tokens) in windows.iter().enumerate() {
-        if tokens.len() < 2 {
-            return Err(Error::invalid_argument(
-                "evaluation data",
-                format!(
-                    "window {} has {} token(s); at least 2 are needed",
-                    i + 1,
-                    tokens.len()
-                ),
-            ));
-        }
-        let (nll_sum, top1) = window_scores(model, tokens)?;
-        predictions.nll_sums.push(nll_sum);
-        predictions.top1.push(top1);
+        predictions.push_window(model, tokens, i)?;
         progress(i + 1, windows.len());
     }
     Ok(predictions)
@@ -130,6 +135,79 @@ pub fn perplexity(
         perplexity: mean_nll.exp(),
         top1_agreement,
         reference_perplexity: reference.map(WindowPredictions::perplexity),
+    })
+}
+
+/// Top-1 agreement of a model with a reply that another model (or the same one) generated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplyAgreement {
+    /// Reply tokens scored: all of them.
+    pub n_scored: usize,
+    /// Reply positions where the model's highest logit is the reply's token.
+    pub n_agree: usize,
+    /// `n_agree / n_scored`.
+    pub agreement: f64,
+    /// The model's highest-logit token before each reply token.
+    pub top1: Vec<u32>,
+}
+
+/// Teacher-forces `prompt` followed by `reply` through `model` and counts the reply positions
+/// where the model's highest logit picks the reply's token. `reply` contains every sampled
+/// token, including a final end-of-turn token when the reply ended with one.
+///
+/// The prompt is prefilled from an empty cache with `forward_last` and the reply then runs one
+/// token per call, as `ChatSession` does while generating. So the model that generated a
+/// greedy reply (temperature 0, repetition penalty 1) agrees with it at every position. A
+/// single batched pass would run matrix products of 64 rows or more in F32 instead of Q8_0
+/// (see `DEQUANTIZE_MIN_ROWS` in `model`), which can flip near-ties.
+pub fn reply_agreement(model: &Model, prompt: &[u32], reply: &[u32]) -> Result<ReplyAgreement> {
+    if prompt.is_empty() {
+        return Err(Error::invalid_argument(
+            "prompt tokens",
+            "empty; the reply needs the prompt it answered",
+        ));
+    }
+    if reply.is_empty() {
+        return Err(Error::invalid_argument(
+            "reply tokens",
+            "empty; there is nothing to score",
+        ));
+    }
+    let vocab_size = model.config().vocab_size;
+    if let Some(&token) = reply.iter().find(|&&t| t as usize >= vocab_size) {
+        return Err(Error::invalid_argument(
+            "reply tokens",
+            format!("token id {token} is outside the model's vocabulary of {vocab_size} tokens; the models need the same tokenizer"),
+        ));
+    }
+    let n_positions = prompt.len() + reply.len() - 1;
+    let limit = model.max_positions();
+    if n_positions > limit {
+        return Err(Error::invalid_argument(
+            "reply tokens",
+            format!(
+                "the prompt ({}) and reply ({}) need {n_positions} positions, more than the model's {limit}",
+                prompt.len(),
+                reply.len()
+            ),
+        ));
+    }
+
+    let mut cache = KvCache::new(model.config(), n_positions);
+    let mut logits = model.forward_last(prompt, &mut cache)?;
+    let mut top1 = Vec::with_capacity(reply.len());
+    for (i, &token) in reply.iter().enumerate() {
+        top1.push(logits.argmax(D::Minus1)?.to_scalar::<u32>()?);
+        if i + 1 < reply.len() {
+            logits = model.forward_last(&[token], &mut cache)?;
+        }
+    }
+    let n_agree = top1.iter().zip(reply).filter(|(a, b)| a == b).count();
+    Ok(ReplyAgreement {
+        n_scored: reply.len(),
+        n_agree,
+        agreement: n_agree as f64 / reply.len() as f64,
+        top1,
     })
 }
 

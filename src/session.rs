@@ -52,6 +52,8 @@ pub struct TokenStep {
 
 struct Turn {
     user: String,
+    /// The whole rendered conversation that was prefilled for this turn.
+    prompt_tokens: Vec<u32>,
     sampler: Sampler,
     /// Logits for the next position, `vocab_size` values.
     logits: Vec<f32>,
@@ -308,8 +310,10 @@ impl ChatSession {
         };
         self.cache_tokens.extend_from_slice(&tokens[common..]);
 
+        let prompt_tokens = tokens.len();
         self.turn = Some(Turn {
             user: user.to_string(),
+            prompt_tokens: tokens,
             sampler,
             logits,
             reply_tokens: Vec::new(),
@@ -317,8 +321,8 @@ impl ChatSession {
             reason: None,
         });
         Ok(TurnStart {
-            prompt_tokens: tokens.len(),
-            prefill_tokens: tokens.len() - common,
+            prompt_tokens,
+            prefill_tokens: prompt_tokens - common,
             reused_tokens: common,
             dropped_turns,
         })
@@ -422,6 +426,15 @@ impl ChatSession {
         self.turn
             .as_ref()
             .map(|t| t.reply_tokens.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Token ids of the prompt of the current (or last) turn: the whole conversation up to the
+    /// assistant's reply, as the model saw it.
+    pub fn prompt_tokens(&self) -> &[u32] {
+        self.turn
+            .as_ref()
+            .map(|t| t.prompt_tokens.as_slice())
             .unwrap_or(&[])
     }
 

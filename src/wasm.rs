@@ -3,6 +3,7 @@
 
 use wasm_bindgen::prelude::*;
 
+use crate::eval::{reply_agreement, WindowPredictions};
 use crate::gguf::Gguf;
 use crate::sampler::SamplingParams;
 use crate::session::ChatSession;
@@ -24,6 +25,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, JsError> {
 #[wasm_bindgen]
 pub struct ChatEngine {
     session: ChatSession,
+    /// Predictions of the perplexity run in progress (see `evalWindow`).
+    evaluation: WindowPredictions,
 }
 
 #[wasm_bindgen]
@@ -33,7 +36,10 @@ impl ChatEngine {
     pub fn new(bytes: &[u8], max_context: u32) -> Result<ChatEngine, JsError> {
         let gguf = Gguf::read(bytes).map_err(js_error)?;
         let session = ChatSession::from_gguf(gguf, max_context as usize).map_err(js_error)?;
-        Ok(ChatEngine { session })
+        Ok(ChatEngine {
+            session,
+            evaluation: WindowPredictions::default(),
+        })
     }
 
     /// Model facts as JSON (see `SessionInfo`).
@@ -82,6 +88,50 @@ impl ChatEngine {
             "kv_cache_bytes": self.session.cache_bytes(),
             "kv_cache_tokens": self.session.cache_len(),
             "history_messages": self.session.history().len(),
+        }))
+    }
+
+    /// Token ids of the last turn's prompt (the whole conversation before the reply).
+    #[wasm_bindgen(js_name = promptTokens)]
+    pub fn prompt_tokens(&self) -> Vec<u32> {
+        self.session.prompt_tokens().to_vec()
+    }
+
+    /// Teacher-forces `prompt` and `reply` (token ids, usually from another model's
+    /// `promptTokens` and sampled tokens) and returns `eval::ReplyAgreement` as JSON without
+    /// its `top1` list. The chat history and KV cache are not touched.
+    #[wasm_bindgen(js_name = scoreReply)]
+    pub fn score_reply(&self, prompt: &[u32], reply: &[u32]) -> Result<String, JsError> {
+        let scores = reply_agreement(self.session.model(), prompt, reply).map_err(js_error)?;
+        to_json(&serde_json::json!({
+            "n_scored": scores.n_scored,
+            "n_agree": scores.n_agree,
+            "agreement": scores.agreement,
+        }))
+    }
+
+    /// Clears the predictions of an earlier perplexity run.
+    #[wasm_bindgen(js_name = evalReset)]
+    pub fn eval_reset(&mut self) {
+        self.evaluation = WindowPredictions::default();
+    }
+
+    /// Scores one evaluation window (token ids, run from an empty KV cache as `eval::predict`
+    /// does) and returns the totals since `evalReset` as JSON: `n_windows`, `n_predicted`,
+    /// `mean_nll` (nats) and `perplexity`.
+    #[wasm_bindgen(js_name = evalWindow)]
+    pub fn eval_window(&mut self, tokens: &[u32]) -> Result<String, JsError> {
+        let index = self.evaluation.nll_sums.len();
+        self.evaluation
+            .push_window(self.session.model(), tokens, index)
+            .map_err(js_error)?;
+        let n_predicted = self.evaluation.n_predicted();
+        let mean_nll = self.evaluation.nll_sums.iter().sum::<f64>() / n_predicted as f64;
+        to_json(&serde_json::json!({
+            "n_windows": index + 1,
+            "n_predicted": n_predicted,
+            "mean_nll": mean_nll,
+            "perplexity": self.evaluation.perplexity(),
         }))
     }
 }

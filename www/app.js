@@ -3,7 +3,9 @@
 // (docs/worker-protocol.md).
 
 import { ChatView } from './chat.js';
-import { applyTranslations, formatBytes, formatNumber, getLanguage, setLanguage, setText } from './i18n.js';
+import { CompareView } from './compare.js';
+import { formatMs, formatParams, formatRate } from './format.js';
+import { applyTranslations, ERROR_CODES, formatBytes, formatNumber, getLanguage, setLanguage, setText } from './i18n.js';
 import { SettingError, SettingsForm } from './settings.js';
 
 export const DEFAULT_MODEL_URL = 'models/smollm2-135m-instruct-q8_0.gguf';
@@ -49,6 +51,8 @@ const elements = {
 
 const chat = new ChatView($('messages'), $('message-scroller'), $('empty-state'));
 const settings = new SettingsForm(document);
+const compare = new CompareView(settings);
+const VIEWS = ['chat', 'compare'];
 
 const state = {
   modelInfo: null, // engine.info() of the loaded model
@@ -60,6 +64,9 @@ const state = {
 };
 
 let worker = null;
+// The chat model loads when the chat view is first shown, so that a page
+// opened on the compare view does not load a model it does not use.
+let chatModelRequested = false;
 
 // ---------------------------------------------------------------------------
 // Rendering
@@ -112,32 +119,6 @@ function hideError() {
   elements.errorArea.hidden = true;
   elements.errorText.replaceChildren();
   delete elements.errorText.dataset.key;
-}
-
-function formatMs(ms) {
-  if (!Number.isFinite(ms)) {
-    return '—';
-  }
-  return ms >= 1000 ? `${formatNumber(ms / 1000, 2)} s` : `${formatNumber(ms, 0)} ms`;
-}
-
-function formatRate(element, value) {
-  if (Number.isFinite(value)) {
-    setText(element, 'stats.tokens_per_s', { value: formatNumber(value, 1) });
-  } else {
-    delete element.dataset.i18n;
-    element.textContent = '—';
-  }
-}
-
-function formatParams(count) {
-  if (!Number.isFinite(count)) {
-    return '—';
-  }
-  if (count >= 1e9) {
-    return `${formatNumber(count / 1e9, 2)} B`;
-  }
-  return `${formatNumber(count / 1e6, 1)} M`;
 }
 
 function formatTensorTypes(types) {
@@ -217,17 +198,6 @@ function renderProgress(message) {
 
 // ---------------------------------------------------------------------------
 // Worker messages
-
-const ERROR_CODES = new Set([
-  'not_gguf',
-  'download_http',
-  'download_failed',
-  'wasm_missing',
-  'wasm_trap',
-  'engine_broken',
-  'empty_prompt',
-  'no_model',
-]);
 
 function onLoaded(message) {
   const hadConversation = state.modelInfo !== null;
@@ -564,6 +534,28 @@ function renderLanguageSwitch() {
   }
 }
 
+/** Shows the chat or the compare view and marks its tab as selected. */
+function showView(view) {
+  document.body.dataset.view = view;
+  $('chat-panel').hidden = view !== 'chat';
+  $('compare-panel').hidden = view !== 'compare';
+  for (const tab of document.querySelectorAll('.view-tab')) {
+    tab.setAttribute('aria-selected', String(tab.dataset.view === view));
+  }
+  if (view === 'compare') {
+    compare.activate();
+  } else if (!chatModelRequested) {
+    chatModelRequested = true;
+    loadModelFromUrl(modelUrlFromQuery());
+  }
+}
+
+/** Returns the view named by the `view` query parameter, or 'chat'. */
+function viewFromQuery() {
+  const requested = new URLSearchParams(location.search).get('view');
+  return VIEWS.includes(requested) ? requested : 'chat';
+}
+
 /** Returns the model URL from the `model` query parameter, or the default. */
 function modelUrlFromQuery() {
   const requested = new URLSearchParams(location.search).get('model');
@@ -580,7 +572,10 @@ function main() {
   wireEvents();
   renderControls();
   startWorker();
-  loadModelFromUrl(modelUrlFromQuery());
+  for (const tab of document.querySelectorAll('.view-tab')) {
+    tab.addEventListener('click', () => showView(tab.dataset.view));
+  }
+  showView(viewFromQuery());
 }
 
 main();

@@ -16,6 +16,7 @@ let engine = null;
 let engineBroken = false;
 
 let generating = false;
+let evaluating = false;
 let stopRequested = false;
 // Commands run one at a time in arrival order. `stop` bypasses the queue, and
 // `load`/`reset` also raise the stop flag so that they do not wait for a
@@ -319,7 +320,7 @@ async function handleSend(message) {
   stopRequested = false;
   generating = true;
   try {
-    await runTurn(message.text, system, sampling);
+    await runTurn(message.text, system, sampling, message.return_tokens === true);
   } finally {
     generating = false;
     stopRequested = false;
@@ -359,7 +360,7 @@ function nextTokenOrStop() {
  * start of startTurn to the return of the first nextToken call. Decode speed
  * counts the nextToken calls after the first, over the time spent inside them.
  */
-async function runTurn(text, system, sampling) {
+async function runTurn(text, system, sampling, returnTokens) {
   const turnStarted = performance.now();
   const turn = JSON.parse(engine.startTurn(text, system, sampling));
   const prefillEnded = performance.now();
@@ -376,6 +377,8 @@ async function runTurn(text, system, sampling) {
   let decodeCalls = 0;
   let nGenerated = 0;
   let reason = null;
+  // Every sampled token id, including a final end-of-turn token.
+  const replyTokens = [];
 
   for (;;) {
     await yieldToEventLoop();
@@ -399,6 +402,9 @@ async function runTurn(text, system, sampling) {
       decodeCalls += 1;
     }
     nGenerated = step.n_generated;
+    if (Number.isInteger(step.token_id)) {
+      replyTokens.push(step.token_id);
+    }
 
     if (step.text !== '') {
       post({ type: 'token', text: step.text });
@@ -424,6 +430,7 @@ async function runTurn(text, system, sampling) {
       wasm_memory_bytes: wasmMemoryBytes(),
       ...kvCacheStats(),
     },
+    ...(returnTokens ? { tokens: { prompt: Array.from(engine.promptTokens()), reply: replyTokens } } : {}),
   });
 }
 
@@ -434,6 +441,81 @@ function kvCacheStats() {
   }
   const stats = JSON.parse(engine.stats());
   return { kv_cache_bytes: stats.kv_cache_bytes, kv_cache_tokens: stats.kv_cache_tokens };
+}
+
+/** Returns `value` as an array of token ids, or throws a `bad_message` error naming `field`. */
+function tokenArray(value, field) {
+  const valid = Array.isArray(value) && value.every((id) => Number.isInteger(id) && id >= 0 && id <= 0xffffffff);
+  if (!valid) {
+    throw new WorkerError('bad_message', `${field} must be an array of token ids (integers from 0).`, { field });
+  }
+  return value;
+}
+
+function requireEngine() {
+  if (engine === null) {
+    throw new WorkerError('no_model', 'No model is loaded yet; wait for the download or pick a .gguf file.');
+  }
+}
+
+/**
+ * Teacher-forces another model's prompt and reply tokens through this model
+ * and reports the top-1 agreement (eval::reply_agreement).
+ */
+function handleScore(message) {
+  requireEngine();
+  const prompt = tokenArray(message.prompt, 'prompt');
+  const reply = tokenArray(message.reply, 'reply');
+  const started = performance.now();
+  const scores = JSON.parse(engine.scoreReply(Uint32Array.from(prompt), Uint32Array.from(reply)));
+  post({
+    type: 'scored',
+    ...scores,
+    score_ms: performance.now() - started,
+    wasm_memory_bytes: wasmMemoryBytes(),
+  });
+}
+
+/**
+ * Computes perplexity over `windows` (arrays of token ids), one engine call
+ * per window, posting `eval-progress` after each. A `stop` ends it between
+ * windows; the result then covers the windows done so far.
+ */
+async function handleEvaluate(message) {
+  requireEngine();
+  if (!Array.isArray(message.windows) || message.windows.length === 0) {
+    throw new WorkerError('bad_message', 'windows must be a non-empty array of token id arrays.', { field: 'windows' });
+  }
+  const windows = message.windows.map((window, i) => Uint32Array.from(tokenArray(window, `windows[${i}]`)));
+
+  stopRequested = false;
+  evaluating = true;
+  const started = performance.now();
+  let totals = null;
+  try {
+    engine.evalReset();
+    for (const [i, window] of windows.entries()) {
+      await yieldToEventLoop();
+      if (stopRequested) {
+        break;
+      }
+      totals = JSON.parse(engine.evalWindow(window));
+      post({ type: 'eval-progress', done: i + 1, total: windows.length, perplexity: totals.perplexity });
+    }
+  } finally {
+    evaluating = false;
+    stopRequested = false;
+  }
+  post({
+    type: 'evaluated',
+    complete: totals !== null && totals.n_windows === windows.length,
+    n_windows: totals?.n_windows ?? 0,
+    n_predicted: totals?.n_predicted ?? 0,
+    mean_nll: totals?.mean_nll ?? null,
+    perplexity: totals?.perplexity ?? null,
+    eval_ms: performance.now() - started,
+    wasm_memory_bytes: wasmMemoryBytes(),
+  });
 }
 
 function handleReset() {
@@ -447,6 +529,8 @@ const handlers = {
   load: handleLoad,
   send: handleSend,
   reset: handleReset,
+  score: handleScore,
+  evaluate: handleEvaluate,
 };
 
 async function runCommand(message) {
@@ -464,16 +548,16 @@ self.onmessage = (event) => {
   const type = message?.type;
 
   if (type === 'stop') {
-    // Takes effect before the next token; a stop with no reply in progress
-    // does nothing.
-    stopRequested = generating;
+    // Takes effect before the next token or evaluation window; a stop with
+    // nothing in progress does nothing.
+    stopRequested = generating || evaluating;
     return;
   }
   if (!Object.hasOwn(handlers, type)) {
     reportError('protocol', new WorkerError('bad_message', `Unknown message type: ${String(type)}`));
     return;
   }
-  if ((type === 'load' || type === 'reset') && generating) {
+  if ((type === 'load' || type === 'reset') && (generating || evaluating)) {
     stopRequested = true;
   }
   commandQueue = commandQueue.then(() => runCommand(message));

@@ -15,161 +15,28 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+import {
+  BASE_URL,
+  GREEDY,
+  LOAD_TIMEOUT_MS,
+  MODEL_FILE,
+  REPLY_TIMEOUT_MS,
+  REPO_ROOT,
+  TEST_TIMEOUT_MS,
+  ask,
+  closeBrowser,
+  launchBrowser,
+  messageCount,
+  openChat,
+  setSampling,
+  waitForModel,
+  waitForWorkerMessage,
+  workerMessages,
+} from './helpers.mjs';
 
-const BASE_URL = (process.env.PRUNECHAT_URL ?? '').replace(/\/$/, '');
-const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const MODEL_FILE = 'smollm2-135m-instruct-q8_0.gguf';
-
-// Model load and generation run on a shared 2-core machine, so the waits are
-// generous; a healthy run finishes each step in a few seconds.
-const LOAD_TIMEOUT_MS = 120_000;
-const REPLY_TIMEOUT_MS = 120_000;
-const TEST_TIMEOUT_MS = 300_000;
-
-const GREEDY = { temperature: 0, 'repeat-penalty': 1, 'max-new-tokens': 48, seed: 1 };
-
-let browser;
-
-before(async () => {
-  if (BASE_URL === '') {
-    throw new Error(
-      'PRUNECHAT_URL is not set. Run the e2e tests with `make test`, or start scripts/serve.py ' +
-        'and set PRUNECHAT_URL to its origin, for example http://127.0.0.1:8080.',
-    );
-  }
-  browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
-});
-
-after(async () => {
-  await browser?.close();
-});
-
-// ---------------------------------------------------------------------------
-// Helpers
-
-/**
- * Records every worker→page message in window.__workerMessages by wrapping
- * the Worker constructor before the page's scripts run. The app's own
- * onmessage handler is untouched.
- */
-function recordWorkerMessages() {
-  const NativeWorker = window.Worker;
-  window.__workerMessages = [];
-  window.Worker = class RecordingWorker extends NativeWorker {
-    constructor(...args) {
-      super(...args);
-      this.addEventListener('message', (event) => {
-        window.__workerMessages.push({ ...event.data, receivedAt: performance.now() });
-      });
-    }
-  };
-}
-
-/**
- * Opens the chat page in a fresh browser context and collects console errors
- * and uncaught exceptions. Call `session.close()` at the end of the test: it
- * asserts that none occurred.
- */
-async function openChat({ maxContext = null, onContext = null, path = '/' } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  onContext?.(context);
-  const problems = [];
-  context.on('console', (message) => {
-    if (message.type() === 'error') {
-      problems.push(`console error: ${message.text()}`);
-    }
-  });
-  context.on('weberror', (error) => problems.push(`uncaught: ${error.error().message}`));
-  await context.addInitScript(recordWorkerMessages);
-  if (maxContext !== null) {
-    await context.addInitScript(storeMaxContext, maxContext);
-  }
-
-  const page = await context.newPage();
-  page.on('pageerror', (error) => problems.push(`pageerror: ${error.message}`));
-  page.on('crash', () => problems.push('page crashed'));
-  await page.goto(`${BASE_URL}${path}`);
-
-  return {
-    context,
-    page,
-    problems,
-    async close() {
-      await context.close();
-      assert.deepEqual(problems, [], 'the page logged errors');
-    },
-  };
-}
-
-/** Stores the context length setting before the page loads its model. */
-function storeMaxContext(maxContext) {
-  // Init scripts also run in about:blank, where localStorage throws.
-  if (location.protocol.startsWith('http')) {
-    localStorage.setItem('prunechat.settings', JSON.stringify({ maxContext }));
-  }
-}
-
-async function waitForModel(page) {
-  await page.waitForSelector('[data-testid=model-status][data-state=ready]', { timeout: LOAD_TIMEOUT_MS });
-}
-
-/** Fills sampling inputs by data-testid, for example {temperature: 0, 'max-new-tokens': 32}. */
-async function setSampling(page, values) {
-  for (const [testId, value] of Object.entries(values)) {
-    await page.fill(`[data-testid=${testId}]`, String(value));
-  }
-}
-
-function workerMessages(page) {
-  return page.evaluate(() => window.__workerMessages.map(({ receivedAt, ...message }) => message));
-}
-
-async function messageCount(page) {
-  return page.evaluate(() => window.__workerMessages.length);
-}
-
-/** Waits until the worker sends a message of `type` after index `from`, and returns it. */
-async function waitForWorkerMessage(page, type, from, timeout = REPLY_TIMEOUT_MS) {
-  const handle = await page.waitForFunction(
-    ([wantedType, start]) => window.__workerMessages.slice(start).find((message) => message.type === wantedType),
-    [type, from],
-    { timeout, polling: 50 },
-  );
-  return handle.jsonValue();
-}
-
-/**
- * Sends `text` with Enter and waits for the reply to finish. Returns the
- * protocol messages of the turn and the reply text shown on the page.
- */
-async function ask(page, text) {
-  const from = await messageCount(page);
-  await page.fill('[data-testid=prompt]', text);
-  await page.press('[data-testid=prompt]', 'Enter');
-  const done = await waitForWorkerMessage(page, 'done', from);
-  const turn = (await workerMessages(page)).slice(from);
-  const replyText = await page.locator('.message-assistant').last().locator('[data-testid=message-body]').textContent();
-  return {
-    done,
-    turnStart: turn.find((message) => message.type === 'turn-start'),
-    tokens: turn.filter((message) => message.type === 'token'),
-    errors: turn.filter((message) => message.type === 'error'),
-    replyText,
-  };
-}
+before(launchBrowser);
+after(closeBrowser);
 
 // ---------------------------------------------------------------------------
 // Tests

@@ -40,6 +40,11 @@ pub struct ChatTemplate {
     eos_token: String,
 }
 
+/// Template instructions one render may run. A chat template from a model file is untrusted
+/// code, and this bounds the time of a render that loops. A 2000-message chat with the
+/// SmolLM2 template renders within it (tests/bad_input.rs).
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
 impl ChatTemplate {
     /// Compiles `template` (or ChatML when it is `None`) and checks that it renders a
     /// one-message conversation.
@@ -55,6 +60,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -109,6 +115,16 @@ impl ChatTemplate {
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
             })
-            .map_err(|e| Error::Template(format!("rendering failed: {e}")))
+            .map_err(|e| {
+                if e.kind() == ErrorKind::OutOfFuel {
+                    Error::Template(format!(
+                        "rendering failed: the chat template ran more than {TEMPLATE_FUEL} \
+                         instructions (it loops or is too large); fix tokenizer.chat_template \
+                         in the model file"
+                    ))
+                } else {
+                    Error::Template(format!("rendering failed: {e}"))
+                }
+            })
     }
 }

@@ -173,6 +173,35 @@ fn chat_template_that_raises() {
     assert!(err.contains("roles must alternate"), "{err}");
 }
 
+#[test]
+fn chat_template_that_loops() {
+    // 10^10 loop steps without the fuel limit: the test would run for hours.
+    let template = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    let started = std::time::Instant::now();
+    let err = load_error(&with_metadata(
+        "tokenizer.chat_template",
+        Some(MetadataValue::String(template.into())),
+    ));
+    assert!(err.contains("tokenizer.chat_template"), "{err}");
+    assert!(err.contains("instructions"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn long_chat_renders_within_the_fuel() {
+    use prunechat::chat_template::{ChatTemplate, Message};
+
+    // SmolLM2's template, as in its GGUF file.
+    let gguf = common::load_smollm2();
+    let text = gguf.get_string("tokenizer.chat_template").unwrap();
+    let template = ChatTemplate::new(text, "<|im_start|>".into(), "<|im_end|>".into()).unwrap();
+    let messages: Vec<Message> = (0..2000)
+        .map(|i| Message::new(if i % 2 == 0 { "user" } else { "assistant" }, "Hello there"))
+        .collect();
+    let rendered = template.render(&messages, true).unwrap();
+    assert_eq!(rendered.matches("Hello there").count(), 2000);
+}
+
 fn prunechat(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_prunechat"))
         .args(args)

@@ -31,7 +31,14 @@ import {
 
 const DECODE_TOKENS = 128;
 // A prompt whose greedy reply is long on SmolLM2, so that most runs decode all 128 tokens.
-const DECODE_PROMPT = 'Count from 1 to 200, separated by commas.';
+// A pruned model may end its reply at once. The prompts are tried in order until a reply has
+// at least MIN_DECODE_TOKENS tokens, and the output names the prompt used.
+const DECODE_PROMPTS = [
+  'Count from 1 to 200, separated by commas.',
+  'Write a long story about a dragon who learns to cook.',
+  'Explain in detail how a computer runs a program.',
+];
+const MIN_DECODE_TOKENS = 16;
 const RUN_TIMEOUT_MS = 300_000;
 
 function parseOptions() {
@@ -68,8 +75,16 @@ async function measure(browser, baseUrl, modelPath) {
     await page.goto(`${baseUrl}/benches/bench.html`);
     await page.evaluate(installDriver);
     const loaded = await loadModel(page, `${baseUrl}/${modelPath}`);
-    const turn = await runTurn(page, DECODE_PROMPT, DECODE_TOKENS);
+    let turn = null;
+    let prompt = null;
+    for (prompt of DECODE_PROMPTS) {
+      turn = await runTurn(page, prompt, DECODE_TOKENS);
+      if (turn.done.stats.n_generated >= MIN_DECODE_TOKENS && turn.done.stats.decode_tokens_per_s !== null) {
+        break;
+      }
+    }
     return {
+      prompt,
       info: loaded.info,
       decode: turn.done.stats.decode_tokens_per_s,
       prefill: turn.done.stats.prefill_tokens_per_s,
@@ -83,6 +98,9 @@ async function measure(browser, baseUrl, modelPath) {
 }
 
 function median(values) {
+  if (values.length === 0) {
+    return null;
+  }
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
@@ -102,7 +120,8 @@ async function main() {
     for (let run = 1; run <= options.runs; run += 1) {
       for (const model of options.models) {
         const result = await withTimeout(measure(browser, baseUrl, model), RUN_TIMEOUT_MS, `${model} run ${run}`);
-        console.error(`decode-bench: ${model} run ${run}: ${result.decode.toFixed(1)} tokens/s decode`);
+        const rate = result.decode === null ? 'no' : result.decode.toFixed(1);
+        console.error(`decode-bench: ${model} run ${run}: ${rate} tokens/s decode over ${result.generated} tokens`);
         results.get(model).push(result);
       }
     }
@@ -112,7 +131,8 @@ async function main() {
           model,
           n_params: runs[0].info.n_params,
           file_bytes: runs[0].info.file_bytes,
-          decode_tokens_per_s: median(runs.map((r) => r.decode)),
+          decode_tokens_per_s: median(runs.map((r) => r.decode).filter((rate) => rate !== null)),
+          prompt: runs[0].prompt,
           prefill_tokens_per_s: median(runs.map((r) => r.prefill)),
           prompt_tokens: runs[0].promptTokens,
           generated_tokens: median(runs.map((r) => r.generated)),

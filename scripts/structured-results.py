@@ -150,9 +150,15 @@ def section(results, text, chat, speeds, loads, runs: int) -> str:
         f"  on held-out chat ({chat[dense]['n_tokens']} tokens; dense {dense_chat:.2f}); agreement is top-1 agreement",
         "  with the dense model on the text.",
         f"- Decode: tokens/s over up to 128 greedy tokens in headless Chromium {chromium}, one thread, median of",
-        f"  {runs} runs per model with the runs alternated between models in one browser session.",
-        "- llama.cpp: llama-cpp-python 0.3.36 loads the file and generates 8 tokens. Uneven layers are",
-        "  written as the `deci` architecture (docs/formats.md).",
+        f"  {runs} runs per model with the runs alternated between models in one browser session. The prompt",
+        "  asks for a count to 200; a model that ends its reply within 16 tokens gets the next prompt of",
+        "  benches/decode-bench.mjs. Models whose prompt differs: "
+        + (", ".join(f"{Path(p).name} ({s['prompt']!r})" for p, s in speeds.items() if s.get("prompt") != speeds[dense].get("prompt"))
+           or "none") + ".",
+        "- llama.cpp: llama-cpp-python 0.3.36 loads the file and generates 8 tokens"
+        + (" (not installed for this run: `make fixtures` installs it)." if not loads else "."),
+        "  Uneven layers are written as the `deci` architecture (docs/formats.md); tests/e2e/structured.test.mjs",
+        "  loads uniform and uneven files in wllama, llama.cpp compiled to wasm.",
         "",
         "| structure | score | ratio | params removed | result | text ×dense | chat ×dense | agreement |"
         " file | decode tokens/s | speedup | llama.cpp |",
@@ -165,10 +171,11 @@ def section(results, text, chat, speeds, loads, runs: int) -> str:
         removed = 1 - r["report"]["report"]["params"] / r["report"]["report"]["original_params"]
         t, c = text[path]["perplexity"], chat[path]["perplexity"]
         speed = speeds[path]["decode_tokens_per_s"]
+        speed_cells = "— | —" if speed is None else f"{speed:.1f} | {speed / dense_speed:.2f}"
         lines.append(
             f"| {r['structure']} | {r['score']} | {r['ratio']} | {removed * 100:.1f}% | {describe_dims(r['report'])} | "
             f"{t['perplexity'] / dense_text:.2f} | {c['perplexity'] / dense_chat:.2f} | {t['top1_agreement'] * 100:.1f}% | "
-            f"{r['gguf'].stat().st_size / 1e6:.1f} MB | {speed:.1f} | {speed / dense_speed:.2f} | {loads.get(path, '-')} |")
+            f"{r['gguf'].stat().st_size / 1e6:.1f} MB | {speed_cells} | {loads.get(path, '-')} |")
     lines += ["", SECTION_END]
     return "\n".join(lines)
 

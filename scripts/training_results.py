@@ -208,7 +208,7 @@ def recovery_lines(pruned_models, text, n_steps, methods, recovered):
         f"on {datetime.date.today().isoformat()}, commit {commit}; {cpu}, {cores} cores, load average {load:.1f}.",
         "",
         f"Each pruned model is fine-tuned on {data} for {n_steps} steps (batch 4, sequences of at most",
-        "128 tokens, one candle thread), masks kept: every weight that is zero in the pruned file stays",
+        "128 tokens, one candle thread). Masks are kept: every weight that is zero in the pruned file stays",
         "exactly zero, so the recovered model has the pruned model's sparsity and shape. The held-out loss",
         "is the mean next-token loss on the held-out split of the training data.",
         "",
@@ -243,7 +243,7 @@ def recovery_lines(pruned_models, text, n_steps, methods, recovered):
     lines.append("")
     for r in runs:
         for line in r["sparsity"]:
-            lines.append(f"{r['pruned'].name}, {r['name']}: {line}")
+            lines.append(f"- {r['pruned'].name}, {r['name']}: {line}")
     return lines
 
 

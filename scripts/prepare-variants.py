@@ -9,7 +9,7 @@ chatterbot corpus (the `prunechat prune` default data):
 - ffn-25: FFN neurons removed by Wanda score until 75 % of the parameters remain;
 - layers-4: four decoder layers removed by block influence.
 
-A variant whose file exists is not pruned again; each file is written under a temporary name
+A variant whose file exists is not pruned again. Each file is written under a temporary name
 and renamed when complete, so an interrupted run leaves no partial model behind. Then
 `prunechat eval` scores the dense model and every variant on a few held-out windows of the same
 corpus, with the dense model as the reference, and saves those windows to
@@ -97,8 +97,8 @@ def layer_target(binary: Path) -> float:
 
     Layers are removed one at a time until the parameters are at most the target, so a target
     half a layer above LAYERS_REMOVED layers' worth stops after that many. The layer size comes
-    from the dense model's first decoder layer (its seven weight matrices; the two norm vectors
-    are far smaller than half a layer).
+    from the seven weight matrices of the dense model's first decoder layer. Its two norm vectors
+    are left out because they are far smaller than half a layer.
     """
     report = evaluate(binary, [DENSE], reference=None, max_windows=1, save_windows=None)[0]
     return target_fraction(report["sparsity"]["n_params"], report["sparsity"]["layers"][0]["n_weights"], LAYERS_REMOVED)

@@ -94,7 +94,10 @@ def decode_speeds(models: list[Path], runs: int) -> dict:
 
 
 def llama_cpp_loads(models: list[Path]) -> dict:
-    """Whether llama.cpp loads each file and generates 8 tokens; None when it is not installed."""
+    """Check that llama.cpp loads each file and generates 8 tokens.
+
+    Returns "yes" or "no (ERROR)" per path, or an empty dict when llama-cpp-python is not installed.
+    """
     try:
         from llama_cpp import Llama
     except ImportError:
@@ -112,7 +115,7 @@ def llama_cpp_loads(models: list[Path]) -> dict:
 
 
 def describe_dims(report: dict) -> str:
-    """The per-layer result in a few words, from the structured report's layer table."""
+    """Summarize the per-layer dimensions of the structured report's layer table in a few words."""
     layers = report["report"]["layers"]
     kept = [layer["after"] for layer in layers if layer["after"] is not None]
     removed = [str(layer["layer"]) for layer in layers if layer["after"] is None]

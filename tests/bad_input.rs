@@ -357,7 +357,7 @@ fn header_errors_name_their_cause() {
         "a bad version is not a truncated file: {err}"
     );
 
-    // Cut before the metadata, and inside it: both messages say the file is too short.
+    // Cut before the metadata, and inside it: both errors report a file that is too short.
     for cut in [24, 100] {
         let err = load_error(&tiny_bytes()[..cut]);
         assert!(

@@ -9,6 +9,10 @@ chatterbot corpus (the `prunechat prune` default data):
 - ffn-25: FFN neurons removed by Wanda score until 75 % of the parameters remain;
 - layers-4: four decoder layers removed by block influence.
 
+It also trains a tiny chat model from scratch (`prunechat train --preset tiny`, a few minutes),
+which the page's prune and fine-tune view offers as a fast model to work on, and lists the
+English chatterbot files the page uses as its bundled dialogue set.
+
 A variant whose file exists is not pruned again. Each file is written under a temporary name
 and renamed when complete, so an interrupted run leaves no partial model behind. Then
 `prunechat eval` scores the dense model and every variant on a few held-out windows of the same
@@ -47,6 +51,13 @@ EVAL_WINDOW = 128
 EVAL_MAX_WINDOWS = 4
 
 LAYERS_REMOVED = 4
+
+# The tiny model: trained from scratch on the whole English corpus, one thread (candle's pool
+# only adds overhead at this size).
+TINY_NAME = "tiny-chat"
+TINY = VARIANT_DIR / f"{TINY_NAME}.gguf"
+TINY_TRAINING = ["--preset", "tiny", "--steps", "600", "--batch-size", "16", "--seq-len", "128",
+                 "--eval-fraction", "0", "--threads", "1", "--seed", "0", "--to", "q8_0"]
 
 
 def variants(layer_target: float | None) -> list[dict]:
@@ -129,6 +140,46 @@ def prune_variant(binary: Path, variant: dict) -> float | None:
     return seconds
 
 
+def train_tiny(binary: Path) -> float | None:
+    """Writes the tiny model unless it exists; returns the seconds taken, or None."""
+    if (REPO_ROOT / TINY).exists():
+        log(f"{TINY} present, not trained again")
+        return None
+    partial = VARIANT_DIR / f".{TINY_NAME}.partial.gguf"
+    (REPO_ROOT / partial).unlink(missing_ok=True)
+    started = time.monotonic()
+    try:
+        run([binary, "train", "--data", CORPUS, *TINY_TRAINING, "--out", partial], stdout=subprocess.DEVNULL)
+    except BaseException:
+        (REPO_ROOT / partial).unlink(missing_ok=True)
+        raise
+    os.replace(REPO_ROOT / partial, REPO_ROOT / TINY)
+    seconds = time.monotonic() - started
+    log(f"{TINY} written in {seconds:.1f} s")
+    return seconds
+
+
+def tiny_entry(binary: Path, train_seconds) -> dict:
+    """Builds the manifest entry of the tiny model. Its perplexity is on its own tokenizer's
+    tokens, so it is not comparable with the SmolLM2 models' and is left out."""
+    report = evaluate(binary, [TINY], reference=None, max_windows=1, save_windows=None)[0]
+    return {
+        "name": TINY_NAME,
+        "label": "Tiny chat model (from scratch)",
+        "file": TINY.as_posix(),
+        "method": "tiny preset trained from scratch: " + " ".join(TINY_TRAINING),
+        "parameters": report["sparsity"]["n_params"],
+        "layers": len(report["sparsity"]["layers"]),
+        "bytes": report["sparsity"]["file_bytes"],
+        "train_seconds": train_seconds,
+    }
+
+
+def dialogue_files() -> list[str]:
+    """Returns the bundled dialogue set: the English chatterbot files, as URLs relative to index.html."""
+    return sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / CORPUS).glob("*.yml"))
+
+
 def evaluate(binary: Path, models: list[Path], reference: Path | None, max_windows: int, save_windows: Path | None) -> list[dict]:
     """Runs `prunechat eval --json` on the held-out split and returns one report per model."""
     command = [binary, "eval", *models, "--data", CORPUS, "--window", EVAL_WINDOW, "--max-windows", max_windows, "--json"]
@@ -181,7 +232,9 @@ def previous_prune_seconds() -> dict:
     """Returns name → prune_seconds from the existing manifest, so reused files keep their time."""
     try:
         manifest = json.loads((REPO_ROOT / MANIFEST).read_text())
-        return {entry["name"]: entry.get("prune_seconds") for entry in manifest["models"]}
+        times = {entry["name"]: entry.get("prune_seconds") for entry in manifest["models"]}
+        times.update({entry["name"]: entry.get("train_seconds") for entry in manifest.get("small_models", [])})
+        return times
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
@@ -222,7 +275,7 @@ def main() -> int:
     # The layer target only matters when the layers variant is pruned, so it is computed then.
     chosen = variants(layer_target=None)
     files = [DENSE] + [VARIANT_DIR / f"{v['name']}.gguf" for v in chosen]
-    if all((REPO_ROOT / f).exists() for f in files) and up_to_date(files):
+    if all((REPO_ROOT / f).exists() for f in files + [TINY]) and up_to_date(files + [TINY]):
         log(f"{MANIFEST} is newer than every model file; nothing to do")
         return 0
     if not (REPO_ROOT / files[-1]).exists():
@@ -233,6 +286,9 @@ def main() -> int:
         taken = prune_variant(binary, variant)
         if taken is not None:
             seconds[variant["name"]] = taken
+    taken = train_tiny(binary)
+    if taken is not None:
+        seconds[TINY_NAME] = taken
 
     reports = evaluate(binary, files, reference=DENSE, max_windows=EVAL_MAX_WINDOWS, save_windows=EVAL_WINDOWS)
     if len(reports) != len(files):
@@ -262,6 +318,8 @@ def main() -> int:
         },
         "calibration": " ".join(CALIBRATION),
         "models": entries,
+        "small_models": [tiny_entry(binary, seconds.get(TINY_NAME))],
+        "dialogue": {"label": "chatterbot-corpus, English", "files": dialogue_files()},
     }
     write_atomically(REPO_ROOT / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     log(f"{MANIFEST} written with {len(entries)} models in {time.monotonic() - started:.1f} s")

@@ -173,6 +173,34 @@ fn load_corpus_file(path: &Path) -> Result<Corpus> {
     parse_corpus(&text, detect_format(&origin, &text), &origin)
 }
 
+/// One corpus file held in memory, as the browser passes it: a name (whose extension picks
+/// the format, as in `detect_format`) and its text.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct CorpusFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// Parses several corpus files held in memory into one corpus, documents in file order.
+/// `source` names the whole corpus in messages.
+pub fn parse_corpus_files(files: &[CorpusFile], source: &str) -> Result<Corpus> {
+    if files.is_empty() {
+        return Err(Error::invalid_argument(
+            "corpus",
+            format!("{source} contains no files"),
+        ));
+    }
+    let mut corpus = Corpus {
+        source: source.to_string(),
+        documents: Vec::new(),
+    };
+    for file in files {
+        let parsed = parse_corpus(&file.text, detect_format(&file.name, &file.text), &file.name)?;
+        corpus.documents.extend(parsed.documents);
+    }
+    Ok(corpus)
+}
+
 /// Parses a corpus held in memory. `origin` names it in documents and error messages.
 pub fn parse_corpus(text: &str, format: CorpusFormat, origin: &str) -> Result<Corpus> {
     if text.trim().is_empty() {

@@ -25,6 +25,8 @@ pub mod wasm;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm_limits;
 #[cfg(target_arch = "wasm32")]
+pub mod wasm_prune;
+#[cfg(target_arch = "wasm32")]
 pub mod wasm_train;
 
 pub use error::{Error, Result};

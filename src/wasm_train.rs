@@ -6,7 +6,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::chat_template::ChatTemplate;
 use crate::convert::parse_target;
-use crate::data::{detect_format, parse_corpus};
+use crate::data::{detect_format, parse_corpus, parse_corpus_files, Corpus, CorpusFile};
 use crate::gguf::Gguf;
 use crate::model::dense::DenseModel;
 use crate::tokenizer::Tokenizer;
@@ -66,6 +66,40 @@ impl FineTuner {
         eval_fraction: f64,
         checkpoint: &[u8],
     ) -> Result<FineTuner, JsError> {
+        let corpus_data =
+            parse_corpus(data, detect_format(data_name, data), data_name).map_err(js_error)?;
+        Self::with_corpus(model, &corpus_data, config_json, eval_fraction, checkpoint)
+    }
+
+    /// As the constructor, with the data given as several corpus files: `files_json` is a JSON
+    /// array of `{"name", "text"}` (for example the bundled chatterbot YAML files).
+    #[wasm_bindgen(js_name = withFiles)]
+    pub fn with_files(
+        model: &[u8],
+        files_json: &str,
+        config_json: &str,
+        eval_fraction: f64,
+        checkpoint: &[u8],
+    ) -> Result<FineTuner, JsError> {
+        let files: Vec<CorpusFile> = serde_json::from_str(files_json).map_err(|e| {
+            JsError::new(&format!(
+                "invalid training files: {e}; expected a JSON array of {{\"name\", \"text\"}}"
+            ))
+        })?;
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        let corpus_data = parse_corpus_files(&files, &names.join(", ")).map_err(js_error)?;
+        Self::with_corpus(model, &corpus_data, config_json, eval_fraction, checkpoint)
+    }
+}
+
+impl FineTuner {
+    fn with_corpus(
+        model: &[u8],
+        corpus_data: &Corpus,
+        config_json: &str,
+        eval_fraction: f64,
+        checkpoint: &[u8],
+    ) -> Result<FineTuner, JsError> {
         let (config, keep_zeros) = parse_settings(config_json)?;
         let gguf = Gguf::read(model).map_err(js_error)?;
         let tokenizer = Tokenizer::from_gguf(&gguf).map_err(js_error)?;
@@ -73,10 +107,8 @@ impl FineTuner {
         let dense = DenseModel::from_gguf(&gguf).map_err(js_error)?;
         drop(gguf);
 
-        let corpus_data =
-            parse_corpus(data, detect_format(data_name, data), data_name).map_err(js_error)?;
         let (train, eval) = corpus::prepare(
-            &corpus_data,
+            corpus_data,
             &tokenizer,
             &template,
             config.seq_len,
@@ -109,6 +141,10 @@ impl FineTuner {
             info,
         })
     }
+}
+
+#[wasm_bindgen]
+impl FineTuner {
 
     /// Data reports, step count and number of trained values, as JSON.
     pub fn info(&self) -> String {

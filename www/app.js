@@ -4,6 +4,7 @@
 
 import { ChatView } from './chat.js';
 import { CompareView } from './compare.js';
+import { LabView } from './lab.js';
 import { formatMs, formatParams, formatRate } from './format.js';
 import { applyTranslations, ERROR_CODES, formatBytes, formatNumber, getLanguage, setLanguage, setText } from './i18n.js';
 import { SettingError, SettingsForm } from './settings.js';
@@ -52,7 +53,8 @@ const elements = {
 const chat = new ChatView($('messages'), $('message-scroller'), $('empty-state'));
 const settings = new SettingsForm(document);
 const compare = new CompareView(settings);
-const VIEWS = ['chat', 'compare'];
+const lab = new LabView(compare, (view) => showView(view));
+const VIEWS = ['chat', 'compare', 'lab'];
 
 const state = {
   modelInfo: null, // engine.info() of the loaded model
@@ -534,16 +536,19 @@ function renderLanguageSwitch() {
   }
 }
 
-/** Shows the chat or the compare view and marks its tab as selected. */
+/** Shows the chat, compare or prune and fine-tune view and marks its tab as selected. */
 function showView(view) {
   document.body.dataset.view = view;
   $('chat-panel').hidden = view !== 'chat';
   $('compare-panel').hidden = view !== 'compare';
+  $('lab-panel').hidden = view !== 'lab';
   for (const tab of document.querySelectorAll('.view-tab')) {
     tab.setAttribute('aria-selected', String(tab.dataset.view === view));
   }
   if (view === 'compare') {
     compare.activate();
+  } else if (view === 'lab') {
+    lab.activate();
   } else if (!chatModelRequested) {
     chatModelRequested = true;
     loadModelFromUrl(modelUrlFromQuery());

@@ -1,5 +1,5 @@
-// Plain SVG charts for the compare view: a horizontal bar chart and a scatter
-// plot. Labels go in through textContent, so model names never parse as markup.
+// Plain SVG charts: a horizontal bar chart and a scatter plot for the compare
+// view, a line chart for the training loss. Labels go in through textContent, so model names never parse as markup.
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -129,6 +129,73 @@ export function drawScatterChart(svg, points, { xLabel, yLabel, emptyMessage, fo
       svgElement('circle', { cx: px(point.x), cy: py(point.y), r: 5, class: `chart-fill chart-fill-${i % 6}` }),
       svgElement('text', label, point.label),
       svgElement('title', {}, `${point.label}: ${point.xText}, ${point.yText}`),
+    );
+    svg.append(group);
+  });
+}
+
+/**
+ * Draws lines through points, with linear axes: x from 0 and y from 0.
+ * `series`: [{label, points: [{x, y}], className}]; points without finite
+ * coordinates are left out. Each series' last point carries its value as a
+ * `title`, and the series' `data-last` attribute is that last y.
+ */
+export function drawLineChart(svg, series, { xLabel, yLabel, emptyMessage, formatX, formatY }) {
+  const shown = series
+    .map((line) => ({ ...line, points: line.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y)) }))
+    .filter((line) => line.points.length > 0);
+  const width = 560;
+  const height = 240;
+  const margin = { left: 56, right: 24, top: 16, bottom: 44 };
+  svg.replaceChildren();
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  svg.dataset.count = String(shown.reduce((sum, line) => sum + line.points.length, 0));
+  if (shown.length === 0) {
+    drawEmpty(svg, width, height, emptyMessage);
+    return;
+  }
+
+  const all = shown.flatMap((line) => line.points);
+  const xMax = Math.max(...all.map((p) => p.x), 1);
+  const yMax = Math.max(...all.map((p) => p.y), 1e-3) * 1.1;
+  const plotWidth = width - margin.left - margin.right;
+  const plotHeight = height - margin.top - margin.bottom;
+  const px = (x) => margin.left + (x / xMax) * plotWidth;
+  const py = (y) => margin.top + plotHeight - (y / yMax) * plotHeight;
+
+  const axes = svgElement('g', { class: 'chart-axes' });
+  axes.append(
+    svgElement('line', { x1: margin.left, y1: py(0), x2: margin.left + plotWidth, y2: py(0) }),
+    svgElement('line', { x1: margin.left, y1: margin.top, x2: margin.left, y2: py(0) }),
+  );
+  const xStep = Math.max(1, tickStep(xMax, 5));
+  for (let x = 0; x <= xMax + 1e-9; x += xStep) {
+    axes.append(svgElement('text', { x: px(x), y: py(0) + 16, 'text-anchor': 'middle', class: 'chart-tick' }, formatX(x)));
+  }
+  const yStep = tickStep(yMax, 4);
+  for (let y = 0; y <= yMax + 1e-9; y += yStep) {
+    axes.append(
+      svgElement('line', { x1: margin.left - 4, y1: py(y), x2: margin.left, y2: py(y) }),
+      svgElement('text', { x: margin.left - 8, y: py(y), 'text-anchor': 'end', 'dominant-baseline': 'middle', class: 'chart-tick' }, formatY(y)),
+    );
+  }
+  axes.append(
+    svgElement('text', { x: margin.left + plotWidth / 2, y: height - 6, 'text-anchor': 'middle', class: 'chart-axis-title' }, xLabel),
+    svgElement('text', { x: 14, y: margin.top + plotHeight / 2, 'text-anchor': 'middle', transform: `rotate(-90 14 ${margin.top + plotHeight / 2})`, class: 'chart-axis-title' }, yLabel),
+  );
+  svg.append(axes);
+
+  shown.forEach((line, i) => {
+    const last = line.points[line.points.length - 1];
+    const group = svgElement('g', { class: `chart-line ${line.className ?? ''}`.trim(), 'data-last': last.y, 'data-count': line.points.length });
+    const path = line.points.map((p, j) => `${j === 0 ? 'M' : 'L'}${px(p.x).toFixed(1)},${py(p.y).toFixed(1)}`).join(' ');
+    group.append(svgElement('path', { d: path, class: `chart-stroke chart-stroke-${i % 6}` }));
+    for (const p of line.points.length <= 60 ? line.points : [last]) {
+      group.append(svgElement('circle', { cx: px(p.x), cy: py(p.y), r: 2.5, class: `chart-fill chart-fill-${i % 6}` }));
+    }
+    group.append(
+      svgElement('text', { x: px(last.x) - 6, y: py(last.y) - 8, 'text-anchor': 'end', class: 'chart-label' }, line.label),
+      svgElement('title', {}, `${line.label}: ${formatY(last.y)}`),
     );
     svg.append(group);
   });

@@ -26,7 +26,9 @@ export class CompareView {
   constructor(settings) {
     this.settings = settings;
     this.columns = [];
-    this.choices = []; // {label, url, entry, cached}
+    this.choices = []; // {label, url, file, entry, cached}
+    // Models made on this page (www/lab.js), kept when the manifest is read again.
+    this.madeChoices = [];
     this.manifest = null;
     this.evalWindows = null;
     this.round = null; // the prompt in progress, see send()
@@ -113,6 +115,7 @@ export class CompareView {
         this.choices.push({ label: name, url, entry: null, cached: true });
       }
     }
+    this.choices.push(...this.madeChoices);
     if (this.manifest !== null) {
       setText(this.elements.choicesNote, 'compare.manifest_loaded', { count: this.manifest.models.length });
     }
@@ -152,7 +155,7 @@ export class CompareView {
       const input = document.createElement('input');
       input.type = 'checkbox';
       input.value = String(i);
-      input.checked = i < DEFAULT_SELECTION && !choice.cached;
+      input.checked = choice.tick === true || (i < DEFAULT_SELECTION && !choice.cached && !choice.made);
       input.dataset.testid = 'compare-choice';
       input.dataset.name = choice.entry?.name ?? choice.label;
       const name = document.createElement('span');
@@ -168,7 +171,7 @@ export class CompareView {
           size: formatBytes(choice.entry.bytes),
         });
       } else {
-        setText(meta, 'compare.choice_cached');
+        setText(meta, choice.made ? 'compare.choice_made' : 'compare.choice_cached');
       }
       label.append(input, name, meta);
       item.append(label);
@@ -185,8 +188,19 @@ export class CompareView {
     }
     for (const input of inputs) {
       const choice = this.choices[Number(input.value)];
-      this.addColumn({ label: choice.label, url: choice.url, entry: choice.entry });
+      this.addColumn({ label: choice.label, url: choice.url, file: choice.file, entry: choice.entry });
       input.checked = false;
+      choice.tick = false;
+    }
+  }
+
+  /** Adds a model made on this page (a File) to the choices, ticked. */
+  addChoice({ label, file }) {
+    const choice = { label, url: null, file, entry: null, cached: false, made: true, tick: true };
+    this.madeChoices.push(choice);
+    if (this.activated && this.choices !== null) {
+      this.choices.push(choice);
+      this.renderChoices();
     }
   }
 

@@ -17,6 +17,8 @@ let engineBroken = false;
 
 let generating = false;
 let evaluating = false;
+// True while a `finetune` job runs its steps; `stop` then ends it after the current step.
+let training = false;
 let stopRequested = false;
 // Commands run one at a time in arrival order. `stop` bypasses the queue, and
 // `load`/`reset` also raise the stop flag so that they do not wait for a
@@ -518,6 +520,177 @@ async function handleEvaluate(message) {
   });
 }
 
+// ---------------------------------------------------------------------------
+// Jobs: pruning and fine-tuning. The page runs them in a worker of their own
+// and terminates it to cancel, so a job never blocks a chat.
+
+/** Returns the bytes and file name of a job's `source`: {url} or {bytes, name}. */
+async function jobModel(source) {
+  if (typeof source?.url === 'string' && source.url !== '') {
+    const { bytes } = await fetchModel(source.url);
+    return { bytes, name: fileNameFromUrl(source.url) };
+  }
+  if (source?.bytes) {
+    const bytes = source.bytes instanceof Uint8Array ? source.bytes : new Uint8Array(source.bytes);
+    const name = typeof source.name === 'string' && source.name !== '' ? source.name : 'model.gguf';
+    checkGgufMagic(bytes, name);
+    return { bytes, name };
+  }
+  throw new WorkerError('bad_message', 'A job needs a `source` with a `url` or `bytes`.', { field: 'source' });
+}
+
+/**
+ * Returns the corpus files of a job as [{name, text}]. Each entry of `files`
+ * has a `name` and either its `text` or a same-origin `url` to fetch.
+ */
+async function jobFiles(files, field) {
+  if (!Array.isArray(files)) {
+    throw new WorkerError('bad_message', `${field} must be an array of {name, text} or {name, url}.`, { field });
+  }
+  const loaded = [];
+  for (const file of files) {
+    const name = typeof file?.name === 'string' ? file.name : '';
+    if (typeof file?.text === 'string') {
+      loaded.push({ name: name || 'pasted.txt', text: file.text });
+      continue;
+    }
+    if (typeof file?.url !== 'string') {
+      throw new WorkerError('bad_message', `${field} entries need a text or a url.`, { field });
+    }
+    let response;
+    try {
+      response = await fetch(new URL(file.url, self.location.href));
+    } catch (error) {
+      throw new WorkerError('data_download', `Download of ${file.url} failed: ${error.message}`, {
+        url: file.url,
+        detail: error.message,
+      });
+    }
+    if (!response.ok) {
+      throw new WorkerError('data_download', `Download of ${file.url} failed: HTTP ${response.status}`, {
+        url: file.url,
+        detail: `HTTP ${response.status}`,
+      });
+    }
+    loaded.push({ name: name || fileNameFromUrl(file.url), text: await response.text() });
+  }
+  return loaded;
+}
+
+/** Name of a job's output file: the source name without .gguf, then `suffix`. */
+function outputName(sourceName, suffix) {
+  return `${sourceName.replace(/\.gguf$/i, '')}-${suffix}.gguf`;
+}
+
+/**
+ * Prunes a model with `pruneModel` (src/wasm_prune.rs) and returns the GGUF
+ * bytes. The call is synchronous: progress messages go out from inside it,
+ * and the page cancels by terminating this worker.
+ */
+async function handlePrune(message) {
+  await ensureWasm();
+  const started = performance.now();
+  const { bytes, name } = await jobModel(message.source);
+  const corpus = await jobFiles(message.corpus ?? [], 'corpus');
+  const result = bindings.pruneModel(
+    bytes,
+    JSON.stringify(corpus),
+    JSON.stringify(message.settings ?? {}),
+    (json) => post({ type: 'job-progress', ...JSON.parse(json) }),
+  );
+  let output;
+  let report;
+  try {
+    report = JSON.parse(result.report());
+    output = result.takeBytes();
+  } finally {
+    result.free();
+  }
+  post(
+    {
+      type: 'pruned',
+      name: outputName(name, typeof message.suffix === 'string' ? message.suffix : 'pruned'),
+      bytes: output.buffer,
+      report,
+      job_ms: performance.now() - started,
+      wasm_memory_bytes: wasmMemoryBytes(),
+    },
+    [output.buffer],
+  );
+}
+
+/**
+ * Fine-tunes a model with a FineTuner (src/wasm_train.rs), one optimizer step
+ * per call, posting `train-step` after each. A `stop` ends training after the
+ * current step and exports what it has.
+ */
+async function handleFinetune(message) {
+  await ensureWasm();
+  const started = performance.now();
+  const { bytes, name } = await jobModel(message.source);
+  const files = await jobFiles(message.data ?? [], 'data');
+  const config = message.config ?? {};
+  const evalFraction = Number.isFinite(message.evalFraction) ? message.evalFraction : 0.1;
+  const tuner = bindings.FineTuner.withFiles(bytes, JSON.stringify(files), JSON.stringify(config), evalFraction, new Uint8Array());
+
+  stopRequested = false;
+  training = true;
+  let output;
+  let complete = false;
+  let lastStep = null;
+  try {
+    const info = JSON.parse(tuner.info());
+    post({ type: 'train-start', info, wasm_memory_bytes: wasmMemoryBytes() });
+    const firstEval = info.eval_data ? JSON.parse(tuner.evaluate()) : null;
+    if (firstEval !== null) {
+      post({ type: 'train-eval', ...firstEval });
+    }
+    while (!tuner.isDone()) {
+      await yieldToEventLoop();
+      if (stopRequested) {
+        break;
+      }
+      const stepStarted = performance.now();
+      lastStep = JSON.parse(tuner.step());
+      post({
+        type: 'train-step',
+        ...lastStep,
+        total_steps: info.steps,
+        step_ms: performance.now() - stepStarted,
+        wasm_memory_bytes: wasmMemoryBytes(),
+      });
+      if (lastStep.eval) {
+        post({ type: 'train-eval', ...lastStep.eval });
+      }
+    }
+    complete = tuner.isDone();
+
+    post({ type: 'job-progress', phase: 'export' });
+    output = tuner.export(typeof message.dtype === 'string' ? message.dtype : 'q8_0');
+  } finally {
+    training = false;
+    stopRequested = false;
+    try {
+      tuner.free();
+    } catch (error) {
+      // After a trap inside a FineTuner call, free() fails too; the error to report is the first.
+      console.warn('prunechat worker: freeing the FineTuner failed:', error);
+    }
+  }
+  post(
+    {
+      type: 'finetuned',
+      name: outputName(name, typeof message.suffix === 'string' ? message.suffix : 'finetuned'),
+      bytes: output.buffer,
+      complete,
+      steps: lastStep?.step ?? 0,
+      job_ms: performance.now() - started,
+      wasm_memory_bytes: wasmMemoryBytes(),
+    },
+    [output.buffer],
+  );
+}
+
 function handleReset() {
   if (engine !== null) {
     engine.reset();
@@ -531,6 +704,8 @@ const handlers = {
   reset: handleReset,
   score: handleScore,
   evaluate: handleEvaluate,
+  prune: handlePrune,
+  finetune: handleFinetune,
 };
 
 async function runCommand(message) {
@@ -550,7 +725,7 @@ self.onmessage = (event) => {
   if (type === 'stop') {
     // Takes effect before the next token or evaluation window; a stop with
     // nothing in progress does nothing.
-    stopRequested = generating || evaluating;
+    stopRequested = generating || evaluating || training;
     return;
   }
   if (!Object.hasOwn(handlers, type)) {

@@ -7,20 +7,11 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../../benches/common.mjs';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export const BASE_URL = (process.env.PRUNECHAT_URL ?? '').replace(/\/$/, '');
-const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 export const MODEL_FILE = 'smollm2-135m-instruct-q8_0.gguf';
 
 // Model load and generation run on a shared 2-core machine, so the waits are
@@ -43,6 +34,11 @@ export async function launchBrowser() {
   }
   browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
   return browser;
+}
+
+/** Returns a new context of the browser that launchBrowser started. */
+export function newContext(options = {}) {
+  return browser.newContext(options);
 }
 
 export async function closeBrowser() {
@@ -170,5 +166,36 @@ export async function ask(page, text) {
     tokens: turn.filter((message) => message.type === 'token'),
     errors: turn.filter((message) => message.type === 'error'),
     replyText,
+  };
+}
+
+/** Same-origin paths of the wllama module and its wasm under node_modules/. */
+export const WLLAMA_MODULE = '/node_modules/@wllama/wllama/esm/index.js';
+export const WLLAMA_WASM = '/node_modules/@wllama/wllama/esm/wasm/wllama.wasm';
+
+/**
+ * Runs in the page (page.evaluate): loads `modelUrl` in wllama (llama.cpp in
+ * wasm; one thread, CPU) and returns its metadata and an 8-token greedy
+ * completion. wllama starts its workers from blob: URLs, which the page CSP
+ * (worker-src 'self') rejects, so call it in a context with `bypassCSP: true`.
+ */
+export async function runWllama({ moduleUrl, wasmUrl, modelUrl }) {
+  const { Wllama } = await import(moduleUrl);
+  const wllama = new Wllama({ default: wasmUrl }, { suppressNativeLog: true });
+  await wllama.loadModelFromUrl(modelUrl, { n_ctx: 256, n_threads: 1, n_gpu_layers: 0, useCache: false });
+  const metadata = wllama.getModelMetadata();
+  const completion = await wllama.createCompletion({
+    prompt: 'The capital of France is',
+    max_tokens: 8,
+    temperature: 0,
+    seed: 1,
+  });
+  await wllama.exit();
+  return {
+    architecture: metadata.meta['general.architecture'],
+    nLayer: metadata.hparams.nLayer,
+    nEmbd: metadata.hparams.nEmbd,
+    text: completion.choices[0].text,
+    generated: completion.usage?.completion_tokens ?? null,
   };
 }

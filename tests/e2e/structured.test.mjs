@@ -13,23 +13,13 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../../benches/common.mjs';
+import { runWllama, WLLAMA_MODULE, WLLAMA_WASM } from './helpers.mjs';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BASE_URL = (process.env.PRUNECHAT_URL ?? '').replace(/\/$/, '');
-const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const MODEL = path.join(REPO_ROOT, 'models', 'smollm2-135m-instruct-q8_0.gguf');
 const OUT_DIR = 'target/e2e-structured';
-const WLLAMA_MODULE = '/node_modules/@wllama/wllama/esm/index.js';
-const WLLAMA_WASM = '/node_modules/@wllama/wllama/esm/wasm/wllama.wasm';
 const TEST_TIMEOUT_MS = 600_000;
 
 // SmolLM2-135M: 134,515,008 parameters; one unit of FFN removal is 32 neurons
@@ -95,28 +85,6 @@ after(async () => {
   await browser?.close();
   rmSync(path.join(REPO_ROOT, OUT_DIR), { recursive: true, force: true });
 });
-
-/** Loads `modelUrl` in wllama (one thread, CPU) and returns its metadata and an 8-token greedy completion. */
-async function runWllama({ moduleUrl, wasmUrl, modelUrl }) {
-  const { Wllama } = await import(moduleUrl);
-  const wllama = new Wllama({ default: wasmUrl }, { suppressNativeLog: true });
-  await wllama.loadModelFromUrl(modelUrl, { n_ctx: 256, n_threads: 1, n_gpu_layers: 0, useCache: false });
-  const metadata = wllama.getModelMetadata();
-  const completion = await wllama.createCompletion({
-    prompt: 'The capital of France is',
-    max_tokens: 8,
-    temperature: 0,
-    seed: 1,
-  });
-  await wllama.exit();
-  return {
-    architecture: metadata.meta['general.architecture'],
-    nLayer: metadata.hparams.nLayer,
-    nEmbd: metadata.hparams.nEmbd,
-    text: completion.choices[0].text,
-    generated: completion.usage?.completion_tokens ?? null,
-  };
-}
 
 describe('structured exports', { timeout: TEST_TIMEOUT_MS }, () => {
   test('report sizes match the files', () => {

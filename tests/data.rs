@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use prunechat::chat_template::{ChatTemplate, Message};
 use prunechat::data::{
     calibration_windows, detect_format, evaluation_windows, load_corpus, parse_corpus,
-    render_with_assistant_spans, split_corpus, tokenize_corpus, Corpus, CorpusFormat, Document,
-    DocumentContent, TokenStream,
+    parse_corpus_files, render_with_assistant_spans, split_corpus, tokenize_corpus, Corpus, CorpusFormat, Document,
+    CorpusFile, DocumentContent, TokenStream,
 };
 use prunechat::synthetic::{tiny_llama, TinySpec};
 use prunechat::tokenizer::Tokenizer;
@@ -570,4 +570,42 @@ fn evaluation_windows_tile_the_stream() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("test stream has 1 token(s)"), "{err}");
+}
+
+/// The browser passes the bundled corpus as files held in memory; parsed together they give the
+/// documents `load_corpus` reads from the directory, in the same order.
+#[test]
+fn corpus_files_in_memory_match_the_directory() {
+    let dir = english_corpus_dir();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    paths.sort();
+    let files: Vec<CorpusFile> = paths
+        .iter()
+        .map(|path| CorpusFile {
+            name: path.file_name().unwrap().to_string_lossy().into_owned(),
+            text: std::fs::read_to_string(path).unwrap(),
+        })
+        .collect();
+    let in_memory = parse_corpus_files(&files, "bundled").unwrap();
+    let from_dir = load_corpus(&dir).unwrap();
+    assert_eq!(in_memory.source, "bundled");
+    assert_eq!(in_memory.documents.len(), from_dir.documents.len());
+    for (a, b) in in_memory.documents.iter().zip(&from_dir.documents) {
+        assert_eq!(a.content, b.content);
+    }
+
+    let err = parse_corpus_files(&[], "pasted").unwrap_err().to_string();
+    assert!(err.contains("pasted contains no files"), "{err}");
+    let bad = CorpusFile {
+        name: "chat.jsonl".into(),
+        text: "{\"messages\": 3}".into(),
+    };
+    let err = parse_corpus_files(&[files[0].clone(), bad], "mixed")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chat.jsonl line 1"), "{err}");
 }

@@ -240,7 +240,8 @@ export class LabView {
     if (source?.params) {
       const small = source.params < SMALL_MODEL_PARAMS;
       this.elements.finetune.mode.value = small ? 'full' : 'lora';
-      this.elements.finetune.lr.value = small ? '0.002' : '0.001';
+      this.elements.finetune.lr.value = small ? '0.0005' : '0.001';
+      this.elements.finetune.batch.value = small ? '16' : '4';
       this.renderFinetuneFields();
     }
     this.renderControls();
@@ -672,14 +673,14 @@ export class LabView {
     const evals = this.loss.evals;
     const summaryParams = {
       steps: message.steps,
-      mode: t(`finetune.mode.${this.loss.mode}`),
       before: evals.length > 0 ? formatNumber(evals[0].y, 3) : '—',
       after: evals.length > 1 ? formatNumber(evals[evals.length - 1].y, 3) : '—',
       size: formatBytes(file.size),
       time: formatMs(message.job_ms),
     };
     setText(this.elements.finetune.status, message.complete ? 'finetune.status.done' : 'finetune.status.done_early', summaryParams);
-    this.addResult({ file, params: this.loss.params, sparsity: this.loss.sparsity, summaryKey: 'lab.result.finetuned', summaryParams });
+    const summaryKey = `lab.result.finetuned_${this.loss.mode}`;
+    this.addResult({ file, params: this.loss.params, sparsity: this.loss.sparsity, summaryKey, summaryParams });
   }
 
   renderChart() {

@@ -254,6 +254,7 @@ describe('prune and fine-tune view', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.equal(await page.inputValue('[data-testid=finetune-mode]'), 'full');
     await page.fill('[data-testid=finetune-steps]', '30');
     await page.fill('[data-testid=finetune-batch]', '4');
+    await page.fill('[data-testid=finetune-lr]', '0.002');
     await page.selectOption('[data-testid=finetune-data]', 'pasted');
     await page.fill('[data-testid=finetune-text]', pastedPairs());
 

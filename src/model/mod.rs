@@ -296,7 +296,7 @@ impl Model {
             .reshape((b, n_heads, seq, hd))?
             .transpose(1, 2)?
             .reshape((b, seq, n_heads * hd))?;
-        Ok(layer.attn_output.forward(&y)?)
+        layer.attn_output.forward(&y)
     }
 }
 

@@ -428,10 +428,7 @@ impl GlobalThresholds {
             mask::global_threshold(&slices, crate::prune::round_count(sparsity, total))?;
 
         let mut selections = Vec::with_capacity(scores.len());
-        let (value, mut ties_left) = match threshold {
-            Some(t) => t,
-            None => (f32::NEG_INFINITY, 0),
-        };
+        let (value, mut ties_left) = threshold.unwrap_or((f32::NEG_INFINITY, 0));
         for s in &scores {
             let ties_here = s.iter().filter(|&&x| x == value).count().min(ties_left);
             ties_left -= ties_here;

@@ -291,7 +291,7 @@ pub fn activation_pass(
             let norm_x = x.sqr()?.sum(D::Minus1)?.sqrt()?;
             let norm_y = y.sqr()?.sum(D::Minus1)?.sqrt()?;
             let cos = (dot / (norm_x * norm_y)?)?;
-            cos_sum += f64::from(cos.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?);
+            cos_sum += cos.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
             n_tokens += cos.elem_count();
             *x = y;
         }

@@ -108,6 +108,10 @@ export class CompareColumn {
     this.progress = element('progress', 'progress', { max: '1', 'data-testid': 'column-progress' });
     this.error = element('p', 'column-error', { 'data-testid': 'column-error', role: 'alert' });
     this.error.hidden = true;
+    this.reloadButton = element('button', 'button button-secondary small', { type: 'button', 'data-testid': 'column-reload' });
+    setText(this.reloadButton, 'compare.reload');
+    this.reloadButton.hidden = true;
+    this.reloadButton.addEventListener('click', () => this.reload());
 
     this.reply = element('div', 'column-reply', { 'data-testid': 'column-reply', 'aria-live': 'polite' });
     this.replyNote = element('p', 'column-note muted small', { 'data-testid': 'column-note' });
@@ -138,7 +142,7 @@ export class CompareColumn {
     this.evalText = element('p', 'muted small', { 'data-testid': 'column-eval-text' });
     evaluate.append(this.evaluateButton, this.evalProgress, this.evalText);
 
-    root.append(header, this.status, this.progress, this.error, this.reply, this.replyNote, facts, evaluate);
+    root.append(header, this.status, this.progress, this.error, this.reloadButton, this.reply, this.replyNote, facts, evaluate);
     this.root = root;
     this.renderState();
   }
@@ -148,6 +152,7 @@ export class CompareColumn {
     const busy = ['loading', 'generating', 'scoring', 'evaluating'].includes(this.state);
     this.root.setAttribute('aria-busy', String(busy));
     this.evaluateButton.disabled = this.state !== 'ready';
+    this.reloadButton.hidden = this.state !== 'broken';
     if (this.state !== 'loading') {
       this.progress.hidden = true;
     }
@@ -209,7 +214,7 @@ export class CompareColumn {
     this.worker.onerror = (event) => {
       // A script error the worker did not catch; the worker is unusable.
       event.preventDefault();
-      this.showError('error.worker_failed', { detail: event.message || 'unknown error' });
+      this.showError('compare.error.crashed', { detail: event.message || 'unknown error' });
       this.setState('broken');
       this.listener.onReplyFinished(this);
     };
@@ -233,6 +238,20 @@ export class CompareColumn {
       return;
     }
     this.worker.postMessage({ type: 'load', bytes: buffer, name: this.file.name, maxContext: this.maxContext }, [buffer]);
+  }
+
+  /**
+   * Starts a new worker for this column after its worker or engine stopped,
+   * and loads the model again (a URL from the browser cache, a file from the
+   * File kept in memory). The other columns are not touched.
+   */
+  reload() {
+    this.worker?.terminate();
+    this.hideError();
+    this.info = null;
+    this.progress.hidden = false;
+    this.setState('loading');
+    this.startWorker();
   }
 
   setState(state) {
@@ -445,7 +464,9 @@ export class CompareColumn {
     console.warn(`prunechat compare: ${this.label} reported an error (${message.context}):`, message.message);
     const params = { ...(message.params ?? {}), detail: message.message };
     let key;
-    if (ERROR_CODES.has(message.code)) {
+    if (message.code === 'wasm_trap' || message.code === 'engine_broken') {
+      key = 'compare.error.crashed';
+    } else if (ERROR_CODES.has(message.code)) {
       key = `error.${message.code}`;
     } else if (['load', 'send', 'generate', 'score', 'evaluate'].includes(message.context)) {
       key = `compare.error.${message.context}`;

@@ -68,6 +68,17 @@ async function openCompare() {
     }
   });
   context.on('weberror', (error) => problems.push(`uncaught: ${error.error().message}`));
+  // Keeps every Worker the page starts in window.__workers, in creation order.
+  await context.addInitScript(() => {
+    const NativeWorker = window.Worker;
+    window.__workers = [];
+    window.Worker = class extends NativeWorker {
+      constructor(...args) {
+        super(...args);
+        window.__workers.push(this);
+      }
+    };
+  });
   const page = await context.newPage();
   page.on('pageerror', (error) => problems.push(`pageerror: ${error.message}`));
   page.on('crash', () => problems.push('page crashed'));
@@ -210,6 +221,49 @@ describe('compare view', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.match(await page.textContent('[data-testid=chart-perplexity]'), /困惑度/);
     await page.click('[data-testid=lang-en]');
     assert.equal(await page.textContent('[data-testid=compare-send]'), 'Send to all');
+    await session.close();
+  });
+
+  test('a crashed worker reloads its model and the other model keeps working', async () => {
+    const session = await openCompare();
+    const { page } = session;
+    const dense = entry(manifest.reference);
+    const tiny = manifest.small_models[0];
+    await selectModels(page, [dense.name]);
+    await page.click('[data-testid=compare-load]');
+    await waitForColumnStates(page, ['ready'], LOAD_TIMEOUT_MS);
+    await page.setInputFiles('[data-testid=compare-file]', path.join(REPO_ROOT, tiny.file));
+    await waitForColumnStates(page, ['ready', 'ready'], LOAD_TIMEOUT_MS);
+
+    // The tiny model's worker is the last one started. An `error` event on the Worker object is
+    // what the page sees when a worker dies of an uncaught error or runs out of memory.
+    await page.evaluate(() => {
+      window.__workers.at(-1).dispatchEvent(new ErrorEvent('error', { message: 'simulated crash', cancelable: true }));
+    });
+    await waitForColumnStates(page, ['ready', 'broken'], 10_000);
+    assert.equal(await column(page, 1).locator('[data-testid=column-error]').getAttribute('data-i18n'), 'compare.error.crashed');
+    assert.match(await column(page, 1).locator('[data-testid=column-error]').textContent(), /simulated crash/);
+    assert.ok(await column(page, 1).locator('[data-testid=column-reload]').isVisible(), 'no reload button on the crashed column');
+    assert.equal(await column(page, 0).locator('[data-testid=column-reload]').isVisible(), false);
+
+    // The other model still replies.
+    await page.fill('[data-testid=compare-prompt]', PROMPT);
+    await page.click('[data-testid=compare-send]');
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid=compare-column] [data-testid=column-decode]').dataset.value !== undefined,
+      null,
+      { timeout: REPLY_TIMEOUT_MS, polling: 100 },
+    );
+    await waitForColumnStates(page, ['ready', 'broken'], REPLY_TIMEOUT_MS);
+    assert.ok((await column(page, 0).locator('[data-testid=column-reply]').textContent()).trim().length > 0);
+
+    // Reload brings the crashed model back in a new worker, from the file kept in memory.
+    const workers = await page.evaluate(() => window.__workers.length);
+    await column(page, 1).locator('[data-testid=column-reload]').click();
+    await waitForColumnStates(page, ['ready', 'ready'], LOAD_TIMEOUT_MS);
+    assert.equal(await page.evaluate(() => window.__workers.length), workers + 1);
+    assert.equal(await column(page, 1).locator('[data-testid=column-error]').isVisible(), false);
+    assert.equal(await figure(page, 1, 'params'), tiny.parameters);
     await session.close();
   });
 

@@ -195,7 +195,11 @@ pub fn parse_corpus_files(files: &[CorpusFile], source: &str) -> Result<Corpus> 
         documents: Vec::new(),
     };
     for file in files {
-        let parsed = parse_corpus(&file.text, detect_format(&file.name, &file.text), &file.name)?;
+        let parsed = parse_corpus(
+            &file.text,
+            detect_format(&file.name, &file.text),
+            &file.name,
+        )?;
         corpus.documents.extend(parsed.documents);
     }
     Ok(corpus)

@@ -247,13 +247,9 @@ pub fn prune_model_js(
         )
         .map_err(js_error)?;
         let stream = tokenize_corpus(&corpus, &tokenizer, &template).map_err(js_error)?;
-        let windows = calibration_windows(
-            &stream,
-            settings.n_samples,
-            settings.seq_len,
-            settings.seed,
-        )
-        .map_err(js_error)?;
+        let windows =
+            calibration_windows(&stream, settings.n_samples, settings.seq_len, settings.seed)
+                .map_err(js_error)?;
         calibration_report = serde_json::json!({
             "files": names,
             "tokens": stream.len(),

@@ -145,7 +145,6 @@ impl FineTuner {
 
 #[wasm_bindgen]
 impl FineTuner {
-
     /// Data reports, step count and number of trained values, as JSON.
     pub fn info(&self) -> String {
         self.info.to_string()

@@ -176,7 +176,8 @@ fn chat_template_that_raises() {
 #[test]
 fn chat_template_that_loops() {
     // 10^10 loop steps without the fuel limit: the test would run for hours.
-    let template = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    let template =
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
     let started = std::time::Instant::now();
     let err = load_error(&with_metadata(
         "tokenizer.chat_template",

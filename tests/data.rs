@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use prunechat::chat_template::{ChatTemplate, Message};
 use prunechat::data::{
     calibration_windows, detect_format, evaluation_windows, load_corpus, parse_corpus,
-    parse_corpus_files, render_with_assistant_spans, split_corpus, tokenize_corpus, Corpus, CorpusFormat, Document,
-    CorpusFile, DocumentContent, TokenStream,
+    parse_corpus_files, render_with_assistant_spans, split_corpus, tokenize_corpus, Corpus,
+    CorpusFile, CorpusFormat, Document, DocumentContent, TokenStream,
 };
 use prunechat::synthetic::{tiny_llama, TinySpec};
 use prunechat::tokenizer::Tokenizer;

@@ -1,5 +1,5 @@
 //! `prunechat prune` and `prunechat eval` on a tiny model: outputs, and errors that leave no
-//! files behind.
+//! files behind. Ctrl-C during `prune` and `finetune` on SmolLM2-135M.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::path::{Path, PathBuf};
@@ -382,4 +382,165 @@ fn eval_rejects_bad_input() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Sends SIGINT to `child` once `ready` holds, polling every 50 ms for at most 300 s.
+fn interrupt_when(child: &mut std::process::Child, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the command ended before it could be interrupted"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command did not get far enough within 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sending a signal to a child process that this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+}
+
+fn real_model() -> PathBuf {
+    let model =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct-q8_0.gguf");
+    assert!(
+        model.exists(),
+        "{} is missing: run scripts/fetch-model.sh (make test does)",
+        model.display()
+    );
+    model
+}
+
+/// Ctrl-C in the middle of `prune` (SparseGPT on SmolLM2-135M) leaves no output and no temporary
+/// file, and the input keeps its size and modification time.
+#[test]
+fn interrupted_prune_leaves_no_output() {
+    let model = real_model();
+    let before = std::fs::metadata(&model).unwrap();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("interrupted-prune");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("pruned.gguf");
+    let progress = dir.join("progress.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prunechat"))
+        .args([
+            "prune",
+            model.to_str().unwrap(),
+            "--method",
+            "sparsegpt",
+            "--sparsity",
+            "0.5",
+        ])
+        .args([
+            "--n-samples",
+            "4",
+            "--seq-len",
+            "64",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&progress).unwrap())
+        .spawn()
+        .unwrap();
+    // The "loaded ... calibration tokens" line comes after the model is read, when pruning starts.
+    interrupt_when(&mut child, || {
+        std::fs::read_to_string(&progress).is_ok_and(|text| text.contains("calibration tokens"))
+    });
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "prune finished although it was interrupted"
+    );
+    std::fs::remove_file(&progress).unwrap();
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "the interrupted prune left {left:?}");
+    let after = std::fs::metadata(&model).unwrap();
+    assert_eq!(after.len(), before.len());
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+}
+
+/// Ctrl-C during `finetune` after its first checkpoint leaves no output; running the same command
+/// with --resume continues from the last checkpoint and writes the model.
+#[test]
+fn interrupted_finetune_resumes_from_its_checkpoint() {
+    let model = real_model();
+    let data =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/chatterbot-corpus/english/ai.yml");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("interrupted-finetune");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("tuned.gguf");
+    let checkpoints = dir.join("checkpoints");
+    let args = |resume: bool| {
+        let mut args: Vec<String> = [
+            "finetune",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--lora-rank",
+            "4",
+            "--batch-size",
+            "1",
+            "--seq-len",
+            "32",
+            "--eval-fraction",
+            "0",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+            "--checkpoint-every",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if resume {
+            args.push("--resume".into());
+        }
+        args
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prunechat"))
+        .args(args(false))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first_checkpoint = checkpoints.join("step-00000002.safetensors");
+    interrupt_when(&mut child, || first_checkpoint.exists());
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "finetune finished although it was interrupted"
+    );
+    assert!(!out.exists(), "the interrupted run wrote its output");
+
+    let resumed = Command::new(env!("CARGO_BIN_EXE_prunechat"))
+        .args(args(true))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "resume failed: {stderr}");
+    // The interrupted run checkpoints the step it was in, so the resume starts at 2 or later.
+    let step: usize = stderr
+        .split("resuming from ")
+        .nth(1)
+        .and_then(|rest| rest.split(" at step ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume message: {stderr}"));
+    assert!((2..6).contains(&step), "resumed at step {step}: {stderr}");
+    assert!(out.exists());
+    assert!(leftover_temporary_files(&dir).is_empty());
 }

@@ -315,7 +315,8 @@ fn fine_tuner_keep_zeros_setting() {
 fn limits_kernels_match_scalar_loops() {
     use prunechat::wasm_limits::{simd_multiply_add, LimitsBuffer};
 
-    let mut buffer = LimitsBuffer::new(64 * 1000 + 17).unwrap_or_else(|_| panic!("LimitsBuffer::new failed"));
+    let mut buffer =
+        LimitsBuffer::new(64 * 1000 + 17).unwrap_or_else(|_| panic!("LimitsBuffer::new failed"));
     assert_eq!(buffer.bytes(), 64 * 1000);
     // The same bytes and lane sums as the SIMD loop, one 32-bit lane at a time.
     let bytes: Vec<u8> = (0..buffer.bytes()).map(|i| (i % 251) as u8 + 1).collect();
@@ -324,7 +325,10 @@ fn limits_kernels_match_scalar_loops() {
         let value = i32::from_le_bytes([word[0], word[1], word[2], word[3]]);
         lanes[i % 4] = lanes[i % 4].wrapping_add(value);
     }
-    assert_eq!(buffer.read_once(), (lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3]) as u32);
+    assert_eq!(
+        buffer.read_once(),
+        (lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3]) as u32
+    );
     assert_eq!(buffer.copy_once(), u32::from(bytes[bytes.len() / 2]));
 
     let mut scalar = 0f32;
@@ -336,5 +340,8 @@ fn limits_kernels_match_scalar_loops() {
         scalar += 4.0 * x;
     }
     let simd = simd_multiply_add(1000);
-    assert!((simd - scalar).abs() <= 1e-5 * scalar.abs(), "{simd} vs {scalar}");
+    assert!(
+        (simd - scalar).abs() <= 1e-5 * scalar.abs(),
+        "{simd} vs {scalar}"
+    );
 }

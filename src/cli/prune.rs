@@ -225,10 +225,7 @@ pub(super) fn load_calibration(
     gguf: &prunechat::gguf::Gguf,
     loaded: Instant,
 ) -> Result<(Vec<Vec<u32>>, String)> {
-    let calibration_path = args
-        .calib
-        .clone()
-        .unwrap_or_else(super::default_corpus);
+    let calibration_path = args.calib.clone().unwrap_or_else(super::default_corpus);
     if args.calib.is_none() && !calibration_path.exists() {
         bail!(
             "the default calibration data {} is missing (looked in the current directory and in {}); \

@@ -34,7 +34,9 @@ fn qmatmul(c: &mut Criterion) {
         };
         for rows in [1usize, 64] {
             let x = Tensor::randn(0f32, 1.0, (1, rows, in_features), &Device::Cpu).unwrap();
-            group.throughput(Throughput::Elements((rows * out_features * in_features) as u64));
+            group.throughput(Throughput::Elements(
+                (rows * out_features * in_features) as u64,
+            ));
             group.bench_with_input(BenchmarkId::new(name, rows), &x, |b, x| {
                 b.iter(|| matmul.forward(x).unwrap())
             });

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Build the fuzz targets in fuzz/ and run each one for a bounded time.
 #
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+# Usage: [FUZZ_SANITIZER=none|address] scripts/fuzz.sh [SECONDS] [TARGET...]
 #
 # SECONDS is the fuzzing time per target (default 60). TARGET defaults to every target:
 # gguf, psparse and checkpoint. Needs a nightly toolchain and cargo-fuzz
 # (scripts/setup.sh --fuzz installs both).
+#
+# FUZZ_SANITIZER=none (the default) builds without a sanitizer into
+# fuzz/target/sanitizer-none. FUZZ_SANITIZER=address builds with AddressSanitizer into
+# fuzz/target, where plain `cargo +nightly fuzz` commands build too. AddressSanitizer
+# also catches memory errors in unsafe code and single allocations past 2 GiB that are
+# never touched. In one run each on a shared 2-core machine, its build took 10 min
+# instead of 4.5, and its targets ran 5 to 6 times fewer inputs per second.
 #
 # Each target starts from fuzz/corpus/TARGET, which libFuzzer only reads: new inputs go
 # to an empty temporary directory listed first, so the repository stays clean. Crash
@@ -25,12 +32,22 @@ if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
 fi
 shift || true
 targets=("$@")
+
+sanitizer="${FUZZ_SANITIZER:-none}"
+case "$sanitizer" in
+    none) build_options=(--sanitizer none --target-dir "$(pwd)/fuzz/target/sanitizer-none") ;;
+    address) build_options=(--sanitizer address) ;;
+    *)
+        echo "fuzz: invalid FUZZ_SANITIZER '$sanitizer' (expected none or address)" >&2
+        exit 2
+        ;;
+esac
 if [ "${#targets[@]}" -eq 0 ]; then
     targets=(gguf psparse checkpoint)
 fi
 
 # libFuzzer options: a crash is also an input that takes longer than 10 s or a process
-# that grows past 2 GiB of resident memory (a single allocation past 2 GiB included).
+# that grows past 2 GiB of resident memory.
 libfuzzer_options=(
     "-max_total_time=$seconds"
     -rss_limit_mb=2048
@@ -47,10 +64,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "fuzz: building ${targets[*]} (cargo +nightly fuzz build)"
+echo "fuzz: building ${targets[*]} (cargo +nightly fuzz build ${build_options[*]})"
 build_start=$SECONDS
 for target in "${targets[@]}"; do
-    cargo +nightly fuzz build "$target"
+    cargo +nightly fuzz build "${build_options[@]}" "$target"
 done
 echo "fuzz: build took $((SECONDS - build_start)) s"
 
@@ -65,7 +82,7 @@ for target in "${targets[@]}"; do
     # libFuzzer prints a line for every new input, so its output goes to a log file.
     echo "fuzz: running $target for $seconds s (log: $log)"
     status=0
-    cargo +nightly fuzz run "$target" "$new_corpus" "fuzz/corpus/$target" -- \
+    cargo +nightly fuzz run "${build_options[@]}" "$target" "$new_corpus" "fuzz/corpus/$target" -- \
         "${libfuzzer_options[@]}" "-artifact_prefix=$artifacts" >"$log" 2>&1 || status=$?
 
     # -print_final_stats=1 ends a run with lines such as "stat::number_of_executed_units: 12345".
@@ -86,7 +103,7 @@ for target in "${targets[@]}"; do
         if [ -n "$found" ]; then
             while IFS= read -r input; do
                 echo "fuzz: $target reproducer: $input"
-                echo "fuzz:   replay with: cargo +nightly fuzz run $target $input"
+                echo "fuzz:   replay with: cargo +nightly fuzz run ${build_options[*]} $target $input"
             done <<<"$found"
         else
             echo "fuzz: $target wrote no reproducer, see $log"

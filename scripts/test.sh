@@ -10,7 +10,7 @@
 #   e2e     node --test tests/e2e/ against scripts/serve.py on a free port,
 #           whose URL the tests read from PRUNECHAT_URL
 #   fuzz    scripts/fuzz.sh: builds the cargo-fuzz targets, then runs each one
-#           for FUZZ_SECONDS (default 30) seconds. Each target that ran
+#           for FUZZ_SECONDS (default 20) seconds. Each target that ran
 #           without a crash counts as one passed test
 # A failed build step stops the run at once. A failed suite does not stop the
 # other suites, but the script exits 1 after printing the summary. The server
@@ -129,7 +129,7 @@ else
     failed_suites+=("e2e")
 fi
 
-run_suite fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+run_suite fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 
 # --- Summary ------------------------------------------------------------------
 banner "summary"

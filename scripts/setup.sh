@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the tools that building and testing prunechat needs.
 #
-# Usage: scripts/setup.sh [--browser]
+# Usage: scripts/setup.sh [--browser] [--fuzz]
 #
 # Without options: the wasm32-unknown-unknown Rust target, wasm-bindgen-cli at
 # the exact version that Cargo.lock pins, and wasm-pack.
 # --browser also installs Debian's chromium and chromium-driver (with apt-get)
 # and the npm packages in package-lock.json (playwright-core, @wllama/wllama).
+# --fuzz also installs a nightly Rust toolchain and cargo-fuzz, which
+# scripts/fuzz.sh needs.
 #
 # Each step checks first and skips what is already installed, so a second run
 # takes a few seconds. Prints one line per step.
@@ -15,15 +17,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_browser=0
+with_fuzz=0
 for arg in "$@"; do
     case "$arg" in
         --browser) with_browser=1 ;;
+        --fuzz) with_fuzz=1 ;;
         -h | --help)
-            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "setup: unknown option '$arg' (expected --browser)" >&2
+            echo "setup: unknown option '$arg' (expected --browser or --fuzz)" >&2
             exit 2
             ;;
     esac
@@ -83,6 +87,30 @@ else
     step "wasm-pack" "installing (takes a few minutes)"
     cargo install --quiet wasm-pack
     step "wasm-pack" "$(wasm-pack --version)"
+fi
+
+# --- Fuzzing tools -------------------------------------------------------------
+# cargo-fuzz builds with sanitizer flags that only a nightly compiler accepts.
+# libfuzzer-sys compiles libFuzzer from C++ source.
+if [ "$with_fuzz" -eq 1 ]; then
+    command -v c++ >/dev/null || fail "c++ not found on PATH; libfuzzer-sys compiles libFuzzer with it (Debian: apt-get install g++)"
+    if nightly_version="$(rustup run nightly rustc --version 2>/dev/null)"; then
+        step "nightly toolchain" "$nightly_version already installed"
+    else
+        step "nightly toolchain" "installing (takes a minute)"
+        rustup toolchain install nightly --profile minimal >/dev/null
+        step "nightly toolchain" "$(rustup run nightly rustc --version)"
+    fi
+
+    cargo_fuzz_version="0.13.2"
+    installed_cargo_fuzz="$(cargo fuzz --version 2>/dev/null | awk '{print $2}' || true)"
+    if [ "$installed_cargo_fuzz" = "$cargo_fuzz_version" ]; then
+        step "cargo-fuzz" "$cargo_fuzz_version already installed"
+    else
+        step "cargo-fuzz" "installing $cargo_fuzz_version (replaces '${installed_cargo_fuzz:-none}'; takes a minute)"
+        cargo install --quiet --locked --force cargo-fuzz --version "$cargo_fuzz_version"
+        step "cargo-fuzz" "$(cargo fuzz --version)"
+    fi
 fi
 
 if [ "$with_browser" -eq 0 ]; then

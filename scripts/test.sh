@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Build everything and run every test suite. `make test` calls this script.
 #
-# Steps: setup (with the browser), wasm build, native release build, model
-# fetch and conversion, the compare view's pruned models, then the four suites:
+# Steps: setup (with the browser and the fuzzing tools), wasm build, native
+# release build, model fetch and conversion, the compare view's pruned models,
+# then the five suites:
 #   scripts python3 -m unittest discover -s scripts/tests (scripts/serve.py)
 #   native  cargo test --release
 #   wasm    wasm-pack test --headless --chrome --release (Chromium via ChromeDriver)
 #   e2e     node --test tests/e2e/ against scripts/serve.py on a free port,
 #           whose URL the tests read from PRUNECHAT_URL
+#   fuzz    scripts/fuzz.sh: builds the cargo-fuzz targets, then runs each one
+#           for FUZZ_SECONDS (default 20) seconds. Each target that ran
+#           without a crash counts as one passed test
 # A failed build step stops the run at once. A failed suite does not stop the
 # other suites, but the script exits 1 after printing the summary. The server
 # is stopped on every exit path.
@@ -49,7 +53,7 @@ banner() {
 
 # --- Build ------------------------------------------------------------------
 banner "setup"
-scripts/setup.sh --browser
+scripts/setup.sh --browser --fuzz
 
 banner "wasm build: wasm-pack build --release --target web --out-dir pkg"
 wasm-pack build --release --target web --out-dir pkg
@@ -125,10 +129,22 @@ else
     failed_suites+=("e2e")
 fi
 
+run_suite fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+
 # --- Summary ------------------------------------------------------------------
 banner "summary"
 total_passed=0
 total_failed=0
+
+# Print a suite's counts and the lines of its log that match DETAIL_REGEX, and add
+# the counts to the totals. Usage: report_suite NAME PASSED FAILED DETAIL_REGEX
+report_suite() {
+    local name="$1" passed="$2" failed="$3" detail="$4"
+    printf '%-8s %s\n' "$name:" "$passed passed, $failed failed"
+    grep -E "$detail" "$log_dir/$name.log" | sed 's/^/         /' || true
+    total_passed=$((total_passed + passed))
+    total_failed=$((total_failed + failed))
+}
 
 # unittest prints "Ran 10 tests in 0.4s", then "OK" or "FAILED (failures=1, errors=2)".
 if [ -f "$log_dir/scripts.log" ]; then
@@ -145,10 +161,7 @@ if [ -f "$log_dir/scripts.log" ]; then
         }
         END { print ran - bad - skipped, bad + 0 }
     ' "$log_dir/scripts.log")
-    printf '%-8s %s\n' "scripts:" "$passed passed, $failed failed"
-    grep -E '^(Ran [0-9]+ tests? in |OK|FAILED)' "$log_dir/scripts.log" | sed 's/^/         /' || true
-    total_passed=$((total_passed + passed))
-    total_failed=$((total_failed + failed))
+    report_suite scripts "$passed" "$failed" '^(Ran [0-9]+ tests? in |OK|FAILED)'
 fi
 
 # cargo and wasm-bindgen-test-runner print one line per test binary:
@@ -165,10 +178,7 @@ for name in native wasm; do
         }
         END { print p + 0, f + 0 }
     ' "$log")
-    printf '%-8s %s\n' "$name:" "$passed passed, $failed failed"
-    grep -E '^test result:' "$log" | sed 's/^/         /' || true
-    total_passed=$((total_passed + passed))
-    total_failed=$((total_failed + failed))
+    report_suite "$name" "$passed" "$failed" '^test result:'
 done
 
 # node --test prints TAP totals such as "# pass 3" and "# fail 0".
@@ -178,10 +188,16 @@ if [ -f "$log_dir/e2e.log" ]; then
         /^# fail / { f = $3 }
         END { print p + 0, f + 0 }
     ' "$log_dir/e2e.log")
-    printf '%-8s %s\n' "e2e:" "$passed passed, $failed failed"
-    grep -E '^# (tests|pass|fail|cancelled|skipped|todo) ' "$log_dir/e2e.log" | sed 's/^/         /' || true
-    total_passed=$((total_passed + passed))
-    total_failed=$((total_failed + failed))
+    report_suite e2e "$passed" "$failed" '^# (tests|pass|fail|cancelled|skipped|todo) '
+fi
+
+# scripts/fuzz.sh prints a line per target and ends with "fuzz: 3 passed, 0 failed".
+if [ -f "$log_dir/fuzz.log" ]; then
+    read -r passed failed < <(awk '
+        /^fuzz: [0-9]+ passed, [0-9]+ failed$/ { p = $2; f = $4 }
+        END { print p + 0, f + 0 }
+    ' "$log_dir/fuzz.log")
+    report_suite fuzz "$passed" "$failed" '^fuzz: (.* passed: |.* FAILED|.* reproducer: |build took )'
 fi
 
 if [ "${#failed_suites[@]}" -gt 0 ]; then

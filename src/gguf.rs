@@ -259,7 +259,17 @@ fn validate_tensor_info(
             ),
         ));
     }
-    let n_bytes = n_elements / block * info.ggml_dtype.type_size() as u64;
+    let n_bytes = (n_elements / block)
+        .checked_mul(info.ggml_dtype.type_size() as u64)
+        .ok_or_else(|| {
+            Error::tensor(
+                name,
+                format!(
+                    "shape {dims:?} of type {:?} needs more than 2^64 bytes",
+                    info.ggml_dtype
+                ),
+            )
+        })?;
     let start = data_offset.checked_add(info.offset);
     let end = start.and_then(|s| s.checked_add(n_bytes));
     match end {

@@ -10,6 +10,11 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::Result;
 use crate::gguf::{set_f32, set_string, set_u32, Gguf, MetadataValue};
+use crate::model::dense::{DenseModel, LinearKind};
+use crate::model::lora::LoraConfig;
+use crate::train::batch::{Sample, TrainData};
+use crate::train::masks::MaskSet;
+use crate::train::TrainConfig;
 
 /// Shape of a synthetic model.
 #[derive(Debug, Clone)]
@@ -24,6 +29,21 @@ pub struct TinySpec {
     pub weight_scale: f32,
     pub seed: u64,
     pub tied_embeddings: bool,
+}
+
+impl TinySpec {
+    /// Returns the smallest model shape the loaders accept: hidden size 2, one layer with one
+    /// head of size 2 and an FFN of width 2, a context of 16 tokens. Its F32 GGUF file has
+    /// 7.6 KB, most of it the 260-token vocabulary, so it serves as a fuzzing seed.
+    pub fn smallest() -> Self {
+        Self {
+            hidden_size: 2,
+            head_dim: 2,
+            layers: vec![(1, 1, 2)],
+            context_length: 16,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for TinySpec {
@@ -206,4 +226,53 @@ fn norm_weight(h: usize, rng: &mut StdRng) -> Result<QTensor> {
         &Tensor::from_vec(values, h, &Device::Cpu)?,
         GgmlDType::F32,
     )?)
+}
+
+/// The inputs of a training run on the `TinySpec::smallest` model: two samples of 9 tokens,
+/// sequence length 8, one sequence per step. Every call returns the same values, so a
+/// checkpoint written by one run resumes with the inputs of another call.
+pub struct TinyRun {
+    pub model: DenseModel,
+    pub config: TrainConfig,
+    pub train: TrainData,
+    /// Masks of the run: half of `blk.0.ffn_up.weight` pruned in full fine-tuning, none with
+    /// LoRA.
+    pub masks: MaskSet,
+}
+
+/// Builds a `TinyRun` for full fine-tuning, or for LoRA (rank 1 on the query and FFN-down
+/// projections) when `lora` is true.
+pub fn tiny_run(lora: bool) -> Result<TinyRun> {
+    let model = DenseModel::from_gguf(&tiny_llama(&TinySpec::smallest())?)?;
+    let config = TrainConfig {
+        steps: 4,
+        batch_size: 1,
+        seq_len: 8,
+        warmup_steps: 1,
+        group_by_length: false,
+        lora: lora.then(|| LoraConfig {
+            targets: vec![LinearKind::AttnQ, LinearKind::FfnDown],
+            ..LoraConfig::new(1)
+        }),
+        ..TrainConfig::default()
+    };
+    let samples = (0..2u32)
+        .map(|i| Sample::text((0..9).map(|t| 3 + (7 * i + 5 * t) % 200).collect()))
+        .collect();
+    let train = TrainData::new(samples, config.seq_len, model.config.vocab_size)?;
+    let mut masks = MaskSet::new();
+    if !lora {
+        let name = LinearKind::FfnUp.tensor_name(0);
+        let shape = model.layers[0].linear(LinearKind::FfnUp).dims().to_vec();
+        let n: usize = shape.iter().product();
+        let mask_values: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+        let mask = Tensor::from_vec(mask_values, shape, &Device::Cpu)?;
+        masks.insert(&model, &name, mask)?;
+    }
+    Ok(TinyRun {
+        model,
+        config,
+        train,
+        masks,
+    })
 }

@@ -8,7 +8,8 @@ use std::process::Command;
 use candle_core::quantized::GgmlDType;
 use prunechat::gguf::{Gguf, MetadataValue};
 use prunechat::session::ChatSession;
-use prunechat::synthetic::{tiny_llama, TinySpec};
+use prunechat::synthetic::{tiny_llama, tiny_run, TinySpec};
+use prunechat::train::Trainer;
 
 fn load_error(bytes: &[u8]) -> String {
     match Gguf::read(bytes).and_then(|g| ChatSession::from_gguf(g, 64)) {
@@ -111,13 +112,19 @@ fn tensor_shape_disagrees_with_metadata() {
     assert!(err.contains("does not match the metadata"), "{err}");
 }
 
+/// Returns the offset of the dimension count in the tensor-table entry of `name`, the field
+/// right after the name.
+fn tensor_info_at(bytes: &[u8], name: &str) -> usize {
+    let name = name.as_bytes();
+    bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len()
+}
+
 #[test]
 fn unknown_tensor_type() {
     // Patch the type field of the first tensor-table entry to 99, a code GGML does not define.
     let gguf = tiny_llama(&TinySpec::default()).unwrap();
     let mut bytes = gguf.to_bytes().unwrap();
-    let name = gguf.tensors[0].0.as_bytes();
-    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+    let at = tensor_info_at(&bytes, &gguf.tensors[0].0);
     let n_dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
     let type_at = at + 4 + 8 * n_dims;
     bytes[type_at..type_at + 4].copy_from_slice(&99u32.to_le_bytes());
@@ -493,4 +500,110 @@ fn ctrl_c_stops_reply_not_chat() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "Ctrl-C ended the chat: {stderr}");
     assert!(stderr.contains("(stopped)"), "{stderr}");
+}
+
+#[test]
+fn tensor_byte_size_overflow() {
+    // 2^31 × 2^31 F32 elements fit in u64, but their 2^64 bytes do not.
+    let gguf = tiny_llama(&TinySpec::default()).unwrap();
+    let mut bytes = gguf.to_bytes().unwrap();
+    let at = tensor_info_at(&bytes, "token_embd.weight");
+    assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 2);
+    for dim in 0..2 {
+        let dim_at = at + 4 + 8 * dim;
+        bytes[dim_at..dim_at + 8].copy_from_slice(&(1u64 << 31).to_le_bytes());
+    }
+    let err = match Gguf::read(&bytes) {
+        Ok(_) => panic!("a tensor of 2^64 bytes was read"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("token_embd.weight"), "{err}");
+    assert!(err.contains("more than 2^64 bytes"), "{err}");
+}
+
+#[test]
+fn block_count_beyond_tensors() {
+    // With one head count for all layers, the per-layer vectors are as long as block_count.
+    let mut gguf = tiny_llama(&TinySpec::default()).unwrap();
+    for (key, value) in [
+        ("llama.block_count", MetadataValue::U64(1 << 62)),
+        ("llama.attention.head_count", MetadataValue::U32(4)),
+        ("llama.attention.head_count_kv", MetadataValue::U32(2)),
+        ("llama.feed_forward_length", MetadataValue::U32(128)),
+    ] {
+        gguf.metadata.insert(key.into(), value);
+    }
+    let err = load_error(&gguf.to_bytes().unwrap());
+    assert!(err.contains("llama.block_count"), "{err}");
+    assert!(err.contains("hold at most 2"), "{err}");
+}
+
+#[test]
+fn head_dimension_overflow() {
+    // Four query and four key/value heads of dimension 2^62 + 16 make 2^64 + 64 rows, which
+    // wraps around to the real 64 rows of attn_q, attn_k and attn_v.
+    let spec = TinySpec {
+        layers: vec![(4, 4, 128)],
+        ..TinySpec::default()
+    };
+    let mut gguf = tiny_llama(&spec).unwrap();
+    gguf.metadata.insert(
+        "llama.attention.key_length".into(),
+        MetadataValue::U64((1 << 62) + 16),
+    );
+    let err = load_error(&gguf.to_bytes().unwrap());
+    assert!(err.contains("layer 0 sizes"), "{err}");
+    assert!(err.contains("overflows"), "{err}");
+}
+
+/// Builds a checkpoint of `tiny_run(false)` after one step and replaces `from` with `to` in
+/// its JSON header.
+fn edited_checkpoint(from: &str, to: &str) -> Vec<u8> {
+    let run = tiny_run(false).unwrap();
+    let mut trainer = Trainer::new(run.model, run.config, run.masks, run.train, None).unwrap();
+    trainer.step().unwrap();
+    let bytes = trainer.checkpoint_bytes().unwrap();
+
+    // A safetensors file is a little-endian u64 header length, the JSON header, the data.
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    assert!(
+        header.contains(from),
+        "{from} is not in the header {header}"
+    );
+    let header = header.replacen(from, to, 1);
+    let mut edited = (header.len() as u64).to_le_bytes().to_vec();
+    edited.extend_from_slice(header.as_bytes());
+    edited.extend_from_slice(&bytes[8 + header_len..]);
+    edited
+}
+
+/// Resumes `tiny_run(false)` from `checkpoint` and takes one step.
+fn resume_error(checkpoint: &[u8]) -> String {
+    let run = tiny_run(false).unwrap();
+    let resumed = Trainer::resume(run.model, run.config, run.train, None, checkpoint);
+    match resumed.and_then(|mut trainer| trainer.step()) {
+        Ok(_) => panic!("the edited checkpoint resumed and stepped"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn checkpoint_cursor_past_data() {
+    let err = resume_error(&edited_checkpoint(r#"\"cursor\":1}"#, r#"\"cursor\":9}"#));
+    assert!(err.contains("\"sampler\" is invalid"), "{err}");
+    assert!(
+        err.contains("cursor 9 is past the 2 training samples"),
+        "{err}"
+    );
+}
+
+#[test]
+fn checkpoint_updates_beyond_steps() {
+    let err = resume_error(&edited_checkpoint(
+        r#""optimizer_updates":"1""#,
+        &format!(r#""optimizer_updates":"{}""#, u64::MAX),
+    ));
+    assert!(err.contains("\"optimizer_updates\" is invalid"), "{err}");
+    assert!(err.contains("exceed the step count 1"), "{err}");
 }

@@ -8,6 +8,9 @@ pub const DEFAULT_ROPE_THETA: f32 = 10_000.0;
 /// RMSNorm epsilon used when `llama.attention.layer_norm_rms_epsilon` is missing.
 pub const DEFAULT_RMS_NORM_EPS: f32 = 1e-5;
 
+/// Tensors of one decoder layer: two norms, four attention and three FFN matrices.
+const TENSORS_PER_LAYER: usize = 9;
+
 /// Sizes of one decoder layer. A structurally pruned model may have different sizes in every
 /// layer; `n_heads` is always a multiple of `n_kv_heads`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -56,6 +59,19 @@ impl Config {
         };
 
         let n_layers = required("block_count")? as usize;
+        // Every layer has TENSORS_PER_LAYER tensors (`check_layer`). Checking the count before
+        // the per-layer reads keeps their vectors as small as the file.
+        let max_layers = gguf.tensors.len() / TENSORS_PER_LAYER;
+        if n_layers > max_layers {
+            return Err(Error::InvalidKey {
+                key: format!("{arch}.block_count"),
+                message: format!(
+                    "{n_layers} layers, but the file's {} tensors hold at most {max_layers} \
+                     ({TENSORS_PER_LAYER} per layer)",
+                    gguf.tensors.len()
+                ),
+            });
+        }
         let hidden_size = required("embedding_length")? as usize;
         let context_length = required("context_length")? as usize;
         let head_counts =
@@ -239,9 +255,19 @@ fn check_layer(
             ),
         });
     }
-    let q = dims.n_heads * head_dim;
-    let kv = dims.n_kv_heads * head_dim;
-    let expected: [(&str, Vec<usize>); 9] = [
+    let (Some(q), Some(kv)) = (
+        dims.n_heads.checked_mul(head_dim),
+        dims.n_kv_heads.checked_mul(head_dim),
+    ) else {
+        return Err(Error::InvalidKey {
+            key: format!("layer {l} sizes"),
+            message: format!(
+                "head_count {} times the head dimension {head_dim} overflows usize",
+                dims.n_heads
+            ),
+        });
+    };
+    let expected: [(&str, Vec<usize>); TENSORS_PER_LAYER] = [
         ("attn_norm", vec![hidden]),
         ("attn_q", vec![q, hidden]),
         ("attn_k", vec![kv, hidden]),

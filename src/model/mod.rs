@@ -302,6 +302,11 @@ impl Model {
 
 /// Returns `(cos, sin)`, each `(positions, head_dim / 2)`, for rotation frequencies
 /// `theta^(-2i / head_dim)`.
+///
+/// NOTE: callers pass the file's context length (capped at 32 768) and head dimension, and
+/// only the size of the attention matrices bounds the head dimension. By that arithmetic a
+/// crafted F16 file of about 1 MB (hidden size 1, head dimension 125 000) makes this
+/// allocate over 16 GB. The `gguf` fuzz target stops before this step.
 pub(crate) fn rope_tables(
     head_dim: usize,
     positions: usize,

@@ -329,9 +329,26 @@ impl super::Trainer {
         }
         trainer.optimizer.n_updates = checkpoint.meta_parse("optimizer_updates")?;
         trainer.step = checkpoint.meta_parse("step")?;
+        // Each step applies one optimizer update, so a larger count is corrupt. The count
+        // sets the bias correction of the next update.
+        if trainer.optimizer.n_updates > trainer.step as u64 {
+            return Err(Error::Checkpoint(format!(
+                "metadata key \"optimizer_updates\" is invalid: {} updates exceed the step count {}",
+                trainer.optimizer.n_updates, trainer.step
+            )));
+        }
         trainer.sampler = serde_json::from_str(checkpoint.meta("sampler")?).map_err(|e| {
             Error::Checkpoint(format!("the stored sampler state does not parse: {e}"))
         })?;
+        // The cursor indexes the epoch's order of the training samples. It equals their
+        // count when the epoch is finished, and the next step starts a new epoch.
+        if trainer.sampler.cursor > trainer.train.len() {
+            return Err(Error::Checkpoint(format!(
+                "metadata key \"sampler\" is invalid: cursor {} is past the {} training samples",
+                trainer.sampler.cursor,
+                trainer.train.len()
+            )));
+        }
         Ok(trainer)
     }
 }

@@ -1,6 +1,6 @@
 //! Training checkpoints (safetensors): `Trainer::resume` against the runs of
-//! `synthetic::tiny_run`, which wrote the seed checkpoints, then one training step, as the
-//! CLI takes after resuming. The same bytes also go to `MaskSet::from_safetensors`, the
+//! `synthetic::tiny_run`, which wrote the seed checkpoints, then one training step, which the
+//! CLI runs after resuming too. The same bytes also go to `MaskSet::from_safetensors`, the
 //! mask-file reader, which shares the tensor conversion.
 #![no_main]
 

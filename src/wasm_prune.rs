@@ -1,9 +1,9 @@
-//! The wasm-bindgen facade for pruning in the browser. `pruneModel` runs one whole job:
-//! connection pruning (magnitude, Wanda, SparseGPT; unstructured or N:M) or structured
-//! pruning (FFN neurons, query heads, key/value groups, layers) of a GGUF model, calibrated on
-//! corpus files held in memory, and returns the pruned model as GGUF bytes. Progress goes to a
-//! JavaScript callback as JSON. The call is synchronous, so the page cancels a job by
-//! terminating the worker that runs it.
+//! The wasm-bindgen facade for pruning in the browser. `pruneModel` runs one whole job on a GGUF
+//! model and returns the pruned model as GGUF bytes. The job is either connection pruning
+//! (magnitude, Wanda, SparseGPT; unstructured or N:M) or structured pruning (FFN neurons, query
+//! heads, key/value groups, layers), calibrated on corpus files held in memory.
+//! Progress goes to a JavaScript callback as JSON. The call is synchronous, so the page cancels
+//! a job by terminating the worker that runs it.
 
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
@@ -75,7 +75,7 @@ fn default_to() -> String {
     "q8_0".into()
 }
 
-/// What a job does, checked before the model is read.
+/// The pruning a job runs, checked before the model is read.
 enum Job {
     Connections(PruneConfig),
     Structured(StructuredConfig),
@@ -180,8 +180,9 @@ impl PruneResult {
         std::mem::take(&mut self.bytes)
     }
 
-    /// The report as JSON: `kind` ("connections" or "structured"), the achieved sparsity or
-    /// kept parameter fraction, the calibration data, times, and the file's type and size.
+    /// Returns the report as JSON: `kind` ("connections" or "structured"), the achieved
+    /// sparsity or kept parameter fraction, the calibration data, times, and the file's type and
+    /// size.
     pub fn report(&self) -> String {
         self.report.clone()
     }
@@ -197,7 +198,7 @@ fn now_ms() -> f64 {
 /// picks the format: .yml chatterbot, .jsonl chat, else text). Their calibration split
 /// (the one `prunechat prune --calib` uses) gives `n_samples` windows of `seq_len` tokens.
 /// Magnitude pruning reads no calibration data, so the array may then be empty.
-/// `settings_json` holds `PruneSettings`. `progress` is called with one JSON argument:
+/// `settings_json` contains `PruneSettings`. `progress` is called with one JSON argument:
 /// `{"phase": "prepare", "stage"}` (stage "model", then "calibration"), `{"phase": "layers", "done", "total"}` (connection
 /// pruning), `{"phase": "scoring", "step", "done", "total"}` and `{"phase": "step", "step",
 /// "params", "file_bytes", "calibration_loss"}` (structured), then `{"phase": "export"}`.

@@ -572,8 +572,8 @@ fn evaluation_windows_tile_the_stream() {
     assert!(err.contains("test stream has 1 token(s)"), "{err}");
 }
 
-/// The browser passes the bundled corpus as files held in memory; parsed together they give the
-/// documents `load_corpus` reads from the directory, in the same order.
+/// The browser passes the bundled corpus as files held in memory. Parsed together, they give the
+/// documents that `load_corpus` reads from the directory, in the same order.
 #[test]
 fn corpus_files_in_memory_match_the_directory() {
     let dir = english_corpus_dir();

@@ -2,6 +2,8 @@
 //! files behind. Ctrl-C during `prune` and `finetune` on SmolLM2-135M.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -402,22 +404,11 @@ fn interrupt_when(child: &mut std::process::Child, ready: impl Fn() -> bool) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
 }
 
-fn real_model() -> PathBuf {
-    let model =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct-q8_0.gguf");
-    assert!(
-        model.exists(),
-        "{} is missing: run scripts/fetch-model.sh (make test does)",
-        model.display()
-    );
-    model
-}
-
 /// Ctrl-C in the middle of `prune` (SparseGPT on SmolLM2-135M) leaves no output and no temporary
 /// file, and the input keeps its size and modification time.
 #[test]
 fn interrupted_prune_leaves_no_output() {
-    let model = real_model();
+    let model = common::smollm2_q8_0();
     let before = std::fs::metadata(&model).unwrap();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("interrupted-prune");
     let _ = std::fs::remove_dir_all(&dir);
@@ -446,6 +437,7 @@ fn interrupted_prune_leaves_no_output() {
         .stderr(std::fs::File::create(&progress).unwrap())
         .spawn()
         .unwrap();
+
     // The "loaded ... calibration tokens" line comes after the model is read, when pruning starts.
     interrupt_when(&mut child, || {
         std::fs::read_to_string(&progress).is_ok_and(|text| text.contains("calibration tokens"))
@@ -461,6 +453,7 @@ fn interrupted_prune_leaves_no_output() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "the interrupted prune left {left:?}");
+
     let after = std::fs::metadata(&model).unwrap();
     assert_eq!(after.len(), before.len());
     assert_eq!(after.modified().unwrap(), before.modified().unwrap());
@@ -470,7 +463,7 @@ fn interrupted_prune_leaves_no_output() {
 /// with --resume continues from the last checkpoint and writes the model.
 #[test]
 fn interrupted_finetune_resumes_from_its_checkpoint() {
-    let model = real_model();
+    let model = common::smollm2_q8_0();
     let data =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/chatterbot-corpus/english/ai.yml");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("interrupted-finetune");

@@ -6,7 +6,7 @@
 
 import { drawBarChart, drawScatterChart } from './charts.js';
 import { CompareColumn } from './compare-column.js';
-import { formatBytes, formatNumber, setText, t } from './i18n.js';
+import { formatBytes, formatNumber, hideMessage, setText, showMessage, t } from './i18n.js';
 import { formatParams } from './format.js';
 import { SettingError } from './settings.js';
 
@@ -302,15 +302,11 @@ export class CompareView {
   }
 
   showMessage(key, params = {}) {
-    setText(this.elements.message, key, params);
-    this.elements.message.dataset.key = key;
-    this.elements.message.hidden = false;
+    showMessage(this.elements.message, key, params);
   }
 
   hideMessage() {
-    this.elements.message.hidden = true;
-    this.elements.message.replaceChildren();
-    delete this.elements.message.dataset.key;
+    hideMessage(this.elements.message);
   }
 
   // -------------------------------------------------------------------------

@@ -604,6 +604,25 @@ export function setText(element, key, params = {}) {
 }
 
 /**
+ * Shows a translated message in `element` (a hidden-by-default alert) and
+ * records its key in `data-key`, where tests and callers read it.
+ */
+export function showMessage(element, key, params = {}) {
+  setText(element, key, params);
+  element.dataset.key = key;
+  element.hidden = false;
+}
+
+/** Hides and empties a message that showMessage filled. */
+export function hideMessage(element) {
+  element.hidden = true;
+  element.replaceChildren();
+  delete element.dataset.i18n;
+  delete element.dataset.i18nParams;
+  delete element.dataset.key;
+}
+
+/**
  * Re-renders every translatable element under `root`: text from `data-i18n`,
  * and the attributes named by `data-i18n-placeholder`, `data-i18n-title` and
  * `data-i18n-aria-label`.

@@ -521,8 +521,8 @@ async function handleEvaluate(message) {
 }
 
 // ---------------------------------------------------------------------------
-// Jobs: pruning and fine-tuning. The page runs them in a worker of their own
-// and terminates it to cancel, so a job never blocks a chat.
+// Jobs: pruning and fine-tuning. The page runs each in a worker of its own and
+// terminates that worker to cancel, so a job does not hold up a chat's worker.
 
 /** Returns the bytes and file name of a job's `source`: {url} or {bytes, name}. */
 async function jobModel(source) {

@@ -236,7 +236,7 @@ describe('compare view', { timeout: TEST_TIMEOUT_MS }, () => {
     await waitForColumnStates(page, ['ready', 'ready'], LOAD_TIMEOUT_MS);
 
     // The tiny model's worker is the last one started. An `error` event on the Worker object is
-    // what the page sees when a worker dies of an uncaught error or runs out of memory.
+    // the event the page gets when a worker dies of an uncaught error or runs out of memory.
     await page.evaluate(() => {
       window.__workers.at(-1).dispatchEvent(new ErrorEvent('error', { message: 'simulated crash', cancelable: true }));
     });

@@ -3,10 +3,10 @@
 //   natively (`prunechat chat`), greedy and sampled;
 // - greedy replies are the same on the page (wasm) and natively.
 // Sampled replies of the page and the CLI agree only up to the first token
-// where the two platforms' slightly different logits (the native and wasm
-// kernels round differently) move a sampling boundary; the test prints where
-// that happens. SmolLM2-135M is not compared: its greedy replies differ at
-// near ties (README, Limits).
+// where the two platforms' logits, which differ slightly because the native
+// and wasm kernels round differently, move a sampling boundary. The test
+// prints where that happens. SmolLM2-135M is not compared, because its greedy
+// replies differ at near ties (README, Limits).
 //
 // Run through `make test` (scripts/test.sh), which sets PRUNECHAT_URL.
 

@@ -60,7 +60,8 @@ let manifest;
 before(async () => {
   assert.ok(existsSync(MANIFEST_PATH), `${MANIFEST_PATH} is missing: run python3 scripts/prepare-variants.py (make test does)`);
   manifest = JSON.parse(readFileSync(MANIFEST_PATH, 'utf8'));
-  assert.ok(Array.isArray(manifest.small_models) && manifest.small_models.length > 0, 'the manifest lists no small model');
+  assert.ok(Array.isArray(manifest.small_models), 'the manifest has no small_models list');
+  assert.ok(manifest.small_models.length > 0, 'the manifest lists no small model');
   assert.ok(existsSync(BINARY), `${BINARY} is missing: run \`cargo build --release\` (make test does)`);
   mkdirSync(path.join(REPO_ROOT, OUT_DIR), { recursive: true });
   await launchBrowser();
@@ -82,8 +83,8 @@ async function openLab(options = {}) {
 
 /** Selects the source whose label starts with `label`. */
 async function selectSource(page, label) {
-  const value = await page.evaluate((wanted) => {
-    const option = [...document.querySelectorAll('[data-testid=lab-source] option')].find((o) => o.textContent.startsWith(wanted));
+  const value = await page.evaluate((prefix) => {
+    const option = [...document.querySelectorAll('[data-testid=lab-source] option')].find((o) => o.textContent.startsWith(prefix));
     return option?.value ?? null;
   }, label);
   assert.ok(value !== null, `no source option starts with "${label}"`);
@@ -91,12 +92,12 @@ async function selectSource(page, label) {
 }
 
 /**
- * Waits for a job's final message of `type` after message index `from`; fails
- * at once with the worker's message when the job reports an error instead.
+ * Waits for a job's final message of `type` after message index `from`. When
+ * the job reports an error instead, fails at once with the worker's message.
  */
 async function waitForJob(page, type, from) {
   const handle = await page.waitForFunction(
-    ([wanted, start]) => window.__workerMessages.slice(start).find((m) => m.type === wanted || m.type === 'error'),
+    ([expected, start]) => window.__workerMessages.slice(start).find((m) => m.type === expected || m.type === 'error'),
     [type, from],
     { timeout: JOB_TIMEOUT_MS, polling: 100 },
   );
@@ -221,7 +222,8 @@ describe('prune and fine-tune view', { timeout: TEST_TIMEOUT_MS }, () => {
     const pruned = await waitForJob(page, 'pruned', from);
     assert.equal(pruned.report.pattern, '2:4');
     // Two of every four weights become zero; a few kept weights were zero in the file already.
-    assert.ok(pruned.report.sparsity >= 0.5 && pruned.report.sparsity < 0.5005, `sparsity ${pruned.report.sparsity}`);
+    assert.ok(pruned.report.sparsity >= 0.5, `sparsity ${pruned.report.sparsity}`);
+    assert.ok(pruned.report.sparsity < 0.5005, `sparsity ${pruned.report.sparsity}`);
     // Magnitude reads no calibration data.
     assert.equal(pruned.report.calibration, null);
     await page.waitForSelector('[data-testid=lab-result]');

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod gguf;
 pub mod model;
+pub mod parallel;
 pub mod prune;
 pub mod sampler;
 pub mod session;

@@ -10,6 +10,7 @@ pub mod frozen;
 pub mod gguf_size;
 pub mod kv_cache;
 pub mod lora;
+pub mod q8;
 pub mod structured;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 pub use config::{Config, LayerDims};
 pub use kv_cache::KvCache;
+use q8::{Q8Input, Q8Matrix};
 
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
@@ -37,19 +39,105 @@ const DEQUANTIZE_MIN_ROWS: usize = 64;
 /// capped here.
 const MAX_ROPE_POSITIONS: usize = 32_768;
 
-/// A weight matrix of a decoder layer, kept in its GGUF type.
-struct Linear(QMatMul);
+/// Whether Q8_0 weights are repacked into `Q8Matrix` (the browser build) or left to candle's
+/// `QMatMul`, whose native kernels pick AVX2 at run time and run on candle's own thread pool.
+const REPACK_Q8: bool = cfg!(target_arch = "wasm32");
+
+/// A weight matrix `(out, in)`, kept in its GGUF type.
+enum Linear {
+    Q8(Arc<Q8Matrix>),
+    Other(QMatMul),
+}
 
 impl Linear {
-    /// `x` `(batch, seq, in)` to `(batch, seq, out)`; long inputs take the F32 GEMM path.
+    fn new(t: QTensor) -> Result<Self> {
+        if REPACK_Q8 {
+            if let Some(m) = Q8Matrix::from_qtensor(&t)? {
+                return Ok(Self::Q8(Arc::new(m)));
+            }
+        }
+        Ok(Self::Other(QMatMul::from_qtensor(t)?))
+    }
+
+    /// `x` `(batch, seq, in)` to `(batch, seq, out)`. From `DEQUANTIZE_MIN_ROWS` rows on, the
+    /// weight is dequantized and an F32 GEMM runs instead.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
-        match &self.0 {
-            QMatMul::QTensor(q) if rows >= DEQUANTIZE_MIN_ROWS => {
+        self.forward_with(x, true)
+    }
+
+    /// As `forward`; with `dequantize` false, long inputs stay on the quantized path, which
+    /// needs no F32 copy of the weight (used for the output head).
+    fn forward_with(&self, x: &Tensor, dequantize: bool) -> Result<Tensor> {
+        let k = x.dim(candle_core::D::Minus1)?;
+        let rows = x.elem_count() / k.max(1);
+        let long = dequantize && rows >= DEQUANTIZE_MIN_ROWS;
+        match self {
+            Self::Q8(m) => {
+                let mut dims = x.dims().to_vec();
+                *dims.last_mut().expect("x has a last dimension") = m.rows();
+                if long {
+                    let x2 = x.reshape((rows, k))?;
+                    return Ok(gemm_by_row_ranges(m, &x2)?.reshape(dims)?);
+                }
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let input = Q8Input::quantize(&xs, rows, k);
+                let mut out = vec![0f32; rows * m.rows()];
+                m.matmul(&input, &mut out);
+                Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
+            }
+            Self::Other(QMatMul::QTensor(q)) if long => {
                 let w = q.dequantize(&Device::Cpu)?;
                 Ok(x.broadcast_matmul(&w.t()?)?)
             }
-            weight => Ok(weight.forward(x)?),
+            Self::Other(weight) => Ok(weight.forward(x)?),
+        }
+    }
+}
+
+/// `x (rows, in)` times the transposed dequantized weight, one F32 GEMM per range of output
+/// rows (one range on one thread), so no thread holds a full F32 copy of the weight.
+fn gemm_by_row_ranges(m: &Q8Matrix, x: &Tensor) -> Result<Tensor> {
+    let parts = std::sync::Mutex::new(Vec::new());
+    crate::parallel::for_each_range(m.rows(), 4, 0, |range| {
+        let part = m
+            .dequantize_rows(range.clone())
+            .and_then(|w| Ok(x.matmul(&w.t()?)?));
+        parts
+            .lock()
+            .expect("no thread panicked")
+            .push((range.start, part));
+    });
+    let mut parts = parts.into_inner().expect("no thread panicked");
+    parts.sort_by_key(|(start, _)| *start);
+    let parts = parts
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect::<Result<Vec<_>>>()?;
+    if parts.len() == 1 {
+        return Ok(parts.into_iter().next().expect("one part"));
+    }
+    Ok(Tensor::cat(&parts, 1)?)
+}
+
+/// The token embedding table; a tied output head shares it.
+enum Embedding {
+    Q8(Arc<Q8Matrix>),
+    Other(Arc<QTensor>),
+}
+
+impl Embedding {
+    /// Rows for `ids` `(1, seq)`, shape `(1, seq, hidden)`.
+    fn lookup(&self, ids: &[u32]) -> Result<Tensor> {
+        match self {
+            Self::Q8(m) => Ok(Tensor::from_vec(
+                m.embedding(ids)?,
+                (1, ids.len(), m.cols()),
+                &Device::Cpu,
+            )?),
+            Self::Other(t) => {
+                let ids = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+                Ok(t.embedding(&ids)?)
+            }
         }
     }
 }
@@ -69,10 +157,10 @@ struct Layer {
 
 pub struct Model {
     config: Config,
-    token_embd: Arc<QTensor>,
+    token_embd: Embedding,
     layers: Vec<Layer>,
     output_norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     /// Rotary tables, shape `(positions, head_dim / 2)`.
     cos: Tensor,
     sin: Tensor,
@@ -87,11 +175,26 @@ impl Model {
                 .ok_or_else(|| Error::tensor(&name, "missing from the file"))
         };
 
-        let token_embd = Arc::new(take("token_embd.weight".into())?);
-        let output = if config.tied_embeddings {
-            QMatMul::from_arc(token_embd.clone())?
+        let token_embd = take("token_embd.weight".into())?;
+        let repacked = if REPACK_Q8 {
+            Q8Matrix::from_qtensor(&token_embd)?.map(Arc::new)
         } else {
-            QMatMul::from_qtensor(take("output.weight".into())?)?
+            None
+        };
+        let (token_embd, tied) = match repacked {
+            Some(m) => (Embedding::Q8(m.clone()), Linear::Q8(m)),
+            None => {
+                let t = Arc::new(token_embd);
+                (
+                    Embedding::Other(t.clone()),
+                    Linear::Other(QMatMul::from_arc(t)?),
+                )
+            }
+        };
+        let output = if config.tied_embeddings {
+            tied
+        } else {
+            Linear::new(take("output.weight".into())?)?
         };
         let output_norm = vector(
             take("output_norm.weight".into())?,
@@ -103,7 +206,7 @@ impl Model {
         for (l, dims) in config.layers.iter().enumerate() {
             let mut matmul = |short: &str| -> Result<Linear> {
                 let name = format!("blk.{l}.{short}.weight");
-                Ok(Linear(QMatMul::from_qtensor(take(name)?)?))
+                Linear::new(take(name)?)
             };
             let attn_q = matmul("attn_q")?;
             let attn_k = matmul("attn_k")?;
@@ -172,7 +275,7 @@ impl Model {
         let hidden = hidden.expect("tokens is not empty, so there was at least one chunk");
         let seq = hidden.dim(1)?;
         let last = hidden.narrow(1, seq - 1, 1)?; // (1, 1, hidden)
-        let logits = self.output.forward(&last)?; // (1, 1, vocab)
+        let logits = self.output.forward_with(&last, false)?; // (1, 1, vocab)
         Ok(logits.flatten_all()?)
     }
 
@@ -180,7 +283,7 @@ impl Model {
     /// shape `(seq, vocab_size)`.
     pub fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         let hidden = self.forward_hidden(tokens, cache)?;
-        Ok(self.output.forward(&hidden)?.squeeze(0)?)
+        Ok(self.output.forward_with(&hidden, false)?.squeeze(0)?)
     }
 
     /// Runs `tokens` (one chunk) through every layer and the final norm, appending to `cache`.
@@ -209,8 +312,7 @@ impl Model {
                 ));
             }
         }
-        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?; // (1, seq)
-        let mut x = self.token_embd.embedding(&ids)?; // (1, seq, hidden)
+        let mut x = self.token_embd.lookup(tokens)?; // (1, seq, hidden)
         let cos = self.cos.narrow(0, pos, seq)?;
         let sin = self.sin.narrow(0, pos, seq)?;
         let mask = causal_mask(seq, pos)?;

@@ -29,8 +29,9 @@ use crate::gguf::Gguf;
 /// split so the attention scores stay within `n_heads * PREFILL_CHUNK * context` floats.
 pub const PREFILL_CHUNK: usize = 256;
 
-/// Input rows (positions) from which a layer's quantized matmul dequantizes its weight and runs
-/// an F32 GEMM instead of one quantized dot product per row and output. A one-off measurement in
+/// Input rows (positions) from which a candle `QMatMul` dequantizes its weight and runs an F32
+/// GEMM instead of one quantized dot product per row and output. This applies natively and to
+/// weight types other than Q8_0 in the browser. A one-off measurement of candle's kernel in
 /// headless Chromium on a 1536x576 Q8_0 weight: 256 rows took 74 ms quantized and 25 ms
 /// dequantized, including 1 ms to dequantize. At 32 rows the quantized path was faster.
 const DEQUANTIZE_MIN_ROWS: usize = 64;
@@ -59,14 +60,15 @@ impl Linear {
         Ok(Self::Other(QMatMul::from_qtensor(t)?))
     }
 
-    /// `x` `(batch, seq, in)` to `(batch, seq, out)`. From `DEQUANTIZE_MIN_ROWS` rows on, the
-    /// weight is dequantized and an F32 GEMM runs instead.
+    /// Maps `x` `(batch, seq, in)` to `(batch, seq, out)`. Repacked Q8_0 weights always take
+    /// the quantized kernel, which reuses each weight block across a tile of input rows. A
+    /// candle `QMatMul` dequantizes from `DEQUANTIZE_MIN_ROWS` rows on and runs an F32 GEMM.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_with(x, true)
     }
 
-    /// As `forward`; with `dequantize` false, long inputs stay on the quantized path, which
-    /// needs no F32 copy of the weight (used for the output head).
+    /// Runs `forward`, except that with `dequantize` false long inputs stay on the quantized
+    /// path, which needs no F32 copy of the weight (used for the output head).
     fn forward_with(&self, x: &Tensor, dequantize: bool) -> Result<Tensor> {
         let k = x.dim(candle_core::D::Minus1)?;
         let rows = x.elem_count() / k.max(1);
@@ -75,10 +77,6 @@ impl Linear {
             Self::Q8(m) => {
                 let mut dims = x.dims().to_vec();
                 *dims.last_mut().expect("x has a last dimension") = m.rows();
-                if long {
-                    let x2 = x.reshape((rows, k))?;
-                    return Ok(gemm_by_row_ranges(m, &x2)?.reshape(dims)?);
-                }
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
                 let input = Q8Input::quantize(&xs, rows, k);
                 let mut out = vec![0f32; rows * m.rows()];
@@ -92,31 +90,6 @@ impl Linear {
             Self::Other(weight) => Ok(weight.forward(x)?),
         }
     }
-}
-
-/// `x (rows, in)` times the transposed dequantized weight, one F32 GEMM per range of output
-/// rows (one range on one thread), so no thread holds a full F32 copy of the weight.
-fn gemm_by_row_ranges(m: &Q8Matrix, x: &Tensor) -> Result<Tensor> {
-    let parts = std::sync::Mutex::new(Vec::new());
-    crate::parallel::for_each_range(m.rows(), 4, 0, |range| {
-        let part = m
-            .dequantize_rows(range.clone())
-            .and_then(|w| Ok(x.matmul(&w.t()?)?));
-        parts
-            .lock()
-            .expect("no thread panicked")
-            .push((range.start, part));
-    });
-    let mut parts = parts.into_inner().expect("no thread panicked");
-    parts.sort_by_key(|(start, _)| *start);
-    let parts = parts
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect::<Result<Vec<_>>>()?;
-    if parts.len() == 1 {
-        return Ok(parts.into_iter().next().expect("one part"));
-    }
-    Ok(Tensor::cat(&parts, 1)?)
 }
 
 /// The token embedding table; a tied output head shares it.
@@ -142,16 +115,59 @@ impl Embedding {
     }
 }
 
+/// Weight matrices that read the same input. Repacked Q8_0 matrices are stacked into one, so
+/// the input is quantized once and the threads are started once for all of them.
+enum Projections {
+    Stacked { matrix: Linear, widths: Vec<usize> },
+    Separate(Vec<Linear>),
+}
+
+impl Projections {
+    fn new(parts: Vec<Linear>) -> Result<Self> {
+        if !parts.iter().all(|p| matches!(p, Linear::Q8(_))) {
+            return Ok(Self::Separate(parts));
+        }
+        let matrices: Vec<Q8Matrix> = parts
+            .into_iter()
+            .map(|p| match p {
+                Linear::Q8(m) => Arc::try_unwrap(m).map_err(|_| {
+                    Error::invalid_argument("weights", "a projection matrix is shared")
+                }),
+                Linear::Other(_) => unreachable!("checked above"),
+            })
+            .collect::<Result<_>>()?;
+        let widths = matrices.iter().map(Q8Matrix::rows).collect();
+        let matrix = Linear::Q8(Arc::new(Q8Matrix::concat(&matrices)?));
+        Ok(Self::Stacked { matrix, widths })
+    }
+
+    /// Applies each matrix to `x` `(batch, seq, in)`, in the order they were given.
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Self::Stacked { matrix, widths } => {
+                let y = matrix.forward(x)?;
+                let mut offset = 0;
+                let mut outputs = Vec::with_capacity(widths.len());
+                for &w in widths {
+                    outputs.push(y.narrow(candle_core::D::Minus1, offset, w)?);
+                    offset += w;
+                }
+                Ok(outputs)
+            }
+            Self::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+        }
+    }
+}
+
 struct Layer {
     dims: LayerDims,
     attn_norm: Tensor,
-    attn_q: Linear,
-    attn_k: Linear,
-    attn_v: Linear,
+    /// Query, key and value projections.
+    attn_qkv: Projections,
     attn_output: Linear,
     ffn_norm: Tensor,
-    ffn_gate: Linear,
-    ffn_up: Linear,
+    /// Gate and up projections.
+    ffn_gate_up: Projections,
     ffn_down: Linear,
 }
 
@@ -229,12 +245,9 @@ impl Model {
                     &ffn_norm_name,
                     config.hidden_size,
                 )?,
-                attn_q,
-                attn_k,
-                attn_v,
+                attn_qkv: Projections::new(vec![attn_q, attn_k, attn_v])?,
                 attn_output,
-                ffn_gate,
-                ffn_up,
+                ffn_gate_up: Projections::new(vec![ffn_gate, ffn_up])?,
                 ffn_down,
             });
         }
@@ -325,9 +338,9 @@ impl Model {
 
             // SwiGLU MLP block with a residual connection.
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_norm_eps)?;
-            let gate = layer.ffn_gate.forward(&h)?.silu()?;
-            let up = layer.ffn_up.forward(&h)?;
-            x = (x + layer.ffn_down.forward(&(gate * up)?)?)?;
+            let gate_up = layer.ffn_gate_up.forward(&h)?;
+            let gate = gate_up[0].silu()?;
+            x = (x + layer.ffn_down.forward(&(gate * &gate_up[1])?)?)?;
         }
         cache.advance(seq);
 
@@ -356,23 +369,16 @@ impl Model {
         let n_kv = layer.dims.n_kv_heads;
         let n_rep = n_heads / n_kv;
 
-        let q = layer
-            .attn_q
-            .forward(h)?
+        let qkv = layer.attn_qkv.forward(h)?;
+        let q = qkv[0]
             .reshape((b, seq, n_heads, hd))?
             .transpose(1, 2)?
             .contiguous()?; // (b, n_heads, seq, hd)
-        let k = layer
-            .attn_k
-            .forward(h)?
+        let k = qkv[1]
             .reshape((b, seq, n_kv, hd))?
             .transpose(1, 2)?
             .contiguous()?; // (b, n_kv, seq, hd)
-        let v = layer
-            .attn_v
-            .forward(h)?
-            .reshape((b, seq, n_kv, hd))?
-            .transpose(1, 2)?; // (b, n_kv, seq, hd)
+        let v = qkv[2].reshape((b, seq, n_kv, hd))?.transpose(1, 2)?; // (b, n_kv, seq, hd)
 
         // GGUF stores Q and K rows permuted for interleaved (GPT-J style) rotation.
         let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;

@@ -28,9 +28,11 @@ pub const BLOCK: usize = 32;
 const BLOCK_BYTES: usize = 2 + BLOCK;
 /// Output rows handled together. Ranges given to threads start at multiples of it.
 const ROW_GROUP: usize = 4;
-/// Matrices with fewer weights than this run on the calling thread, because waking the other
-/// threads would cost more than they save (an estimate, not tuned by measurement).
-const PARALLEL_MIN_WEIGHTS: usize = 256 * 1024;
+/// Input rows that share one pass over the weights in `Q8Matrix::matmul`.
+const INPUT_TILE: usize = 16;
+/// Products with fewer multiply-adds than this run on the calling thread, because waking the
+/// other threads would cost more than they save (an estimate, not tuned by measurement).
+const PARALLEL_MIN_MACS: usize = 256 * 1024;
 
 /// A Q8_0 matrix of `rows` outputs by `cols` inputs.
 pub struct Q8Matrix {
@@ -93,6 +95,40 @@ impl Q8Matrix {
         }))
     }
 
+    /// Stacks matrices with the same number of columns into one, their rows in order. Each row
+    /// of the result gives the same products, bit for bit, as in its own matrix.
+    pub fn concat(parts: &[Q8Matrix]) -> Result<Self> {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        if let Some(p) = parts.iter().find(|p| p.cols != cols) {
+            return Err(Error::invalid_argument(
+                "Q8_0 matrices",
+                format!("cannot stack rows of {} and {cols} columns", p.cols),
+            ));
+        }
+        let rows: usize = parts.iter().map(|p| p.rows).sum();
+        let nb = cols / BLOCK;
+        let mut qs = vec![0i8; rows * cols];
+        let mut scales = vec![0f32; rows * nb];
+        let mut row = 0;
+        for p in parts {
+            for part_row in 0..p.rows {
+                for b in 0..nb {
+                    let (src, src_scale) = block_position(p.rows, cols, part_row, b);
+                    let (dst, dst_scale) = block_position(rows, cols, row, b);
+                    qs[dst..dst + BLOCK].copy_from_slice(&p.qs[src..src + BLOCK]);
+                    scales[dst_scale] = p.scales[src_scale];
+                }
+                row += 1;
+            }
+        }
+        Ok(Self {
+            rows,
+            cols,
+            qs,
+            scales,
+        })
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -130,20 +166,31 @@ impl Q8Matrix {
         )?)
     }
 
-    /// `out[r * rows + j] = dot(input row r, weight row j)` for every input row `r`; `out` has
-    /// `input.rows * self.rows` elements.
+    /// Computes `out[r * rows + j] = dot(input row r, weight row j)` for every input row `r`.
+    /// `out` has `input.rows * self.rows` elements.
+    ///
+    /// Input rows are taken in tiles of `INPUT_TILE`. Within a tile, each group of four weight
+    /// rows is read once and used for every input row, so a long prompt reads the weights
+    /// `rows / INPUT_TILE` times instead of once per row.
     pub fn matmul(&self, input: &Q8Input, out: &mut [f32]) {
         assert_eq!(input.qs.len(), input.rows * self.cols, "input width");
         assert_eq!(out.len(), input.rows * self.rows, "output size");
         let n = self.rows;
         let dst = SharedOut(out.as_mut_ptr());
-        let min_rows = PARALLEL_MIN_WEIGHTS.div_ceil(self.cols.max(1));
+        let min_rows = PARALLEL_MIN_MACS.div_ceil(self.cols.max(1) * input.rows.max(1));
         parallel::for_each_range(n, ROW_GROUP, min_rows, |range| {
-            for r in 0..input.rows {
-                // SAFETY: the ranges are disjoint, so each output element has one writer, and
-                // `out` outlives `for_each_range`, which returns after every range is done.
-                let row_out = unsafe { dst.slice(r * n + range.start, range.len()) };
-                self.dot_rows(input, r, range.clone(), row_out);
+            for tile_start in (0..input.rows).step_by(INPUT_TILE) {
+                let tile = tile_start..(tile_start + INPUT_TILE).min(input.rows);
+                for group_start in range.clone().step_by(ROW_GROUP) {
+                    let group = group_start..(group_start + ROW_GROUP).min(range.end);
+                    for r in tile.clone() {
+                        // SAFETY: the ranges are disjoint, so each output element has one
+                        // writer, and `out` outlives `for_each_range`, which returns after
+                        // every range is done.
+                        let row_out = unsafe { dst.slice(r * n + group.start, group.len()) };
+                        self.dot_rows(input, r, group.clone(), row_out);
+                    }
+                }
             }
         });
     }
@@ -491,6 +538,43 @@ mod tests {
         let input = Q8Input::quantize(&x, 1, 96);
         assert_eq!(input.qs, mat.qs);
         assert_eq!(input.scales, mat.scales);
+    }
+
+    #[test]
+    fn concat_keeps_every_row_product() {
+        // 7 + 4 + 6 rows: tails of 3 and 2 rows in the parts, 17 = 4 groups and 1 row stacked.
+        let parts: Vec<Q8Matrix> = [7, 4, 6]
+            .iter()
+            .enumerate()
+            .map(|(i, &rows)| {
+                Q8Matrix::from_qtensor(&qtensor(rows, 64, 10 + i as u64))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        let stacked = Q8Matrix::concat(&parts).unwrap();
+        assert_eq!(stacked.rows(), 17);
+        let input = Q8Input::quantize(&random(2 * 64, 11), 2, 64);
+        let mut got = vec![0f32; 2 * 17];
+        stacked.matmul(&input, &mut got);
+        let mut offset = 0;
+        for p in &parts {
+            let mut out = vec![0f32; 2 * p.rows()];
+            p.matmul(&input, &mut out);
+            for r in 0..2 {
+                for j in 0..p.rows() {
+                    assert_eq!(
+                        got[r * 17 + offset + j].to_bits(),
+                        out[r * p.rows() + j].to_bits()
+                    );
+                }
+            }
+            offset += p.rows();
+        }
+        let narrow = Q8Matrix::from_qtensor(&qtensor(4, 32, 12))
+            .unwrap()
+            .unwrap();
+        assert!(Q8Matrix::concat(&[stacked, narrow]).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Machine limits measured inside the wasm engine: memory read and copy bandwidth of one thread,
-//! the throughput of 128-bit SIMD multiply-add and integer dot products, and the rate of the
-//! Q8_0 matmul kernel on data that stays in the caches. The browser benchmark divides a model's
+//! the throughput of 128-bit SIMD multiply-add, and the multiply-add rate of the Q8_0 matmul
+//! kernel on data that stays in the caches. The browser benchmark divides a model's
 //! bytes by the read bandwidth to get the decode floor (the time to stream every weight once
 //! per token) and reports each measured decode speed as a fraction of it.
 //!
@@ -117,37 +117,6 @@ pub fn simd_multiply_add(iterations: u32) -> f32 {
 #[wasm_bindgen(js_name = simdMultiplyAddFlopsPerIteration)]
 pub fn simd_multiply_add_flops_per_iteration() -> u32 {
     8 * 4 * 2
-}
-
-/// Runs `iterations` rounds of eight independent `i32x4.dot_i16x8_s` plus `i32x4.add` chains
-/// (8 multiply-adds per dot product, so 64 per round) and returns the sum of all lanes. The Q8_0 kernel
-/// spends one such pair, one sign-extending load and a share of the block scaling on every 8
-/// weights, so this bounds its multiply-add rate from above.
-#[wasm_bindgen(js_name = simdDotProduct)]
-pub fn simd_dot_product(iterations: u32) -> i32 {
-    let a = i16x8_splat(3);
-    let b = i16x8_splat(-2);
-    let mut acc = [i32x4_splat(0); 8];
-    for i in 0..iterations {
-        let b = i16x8_add(b, i16x8_splat((i & 1) as i16));
-        for x in acc.iter_mut() {
-            *x = i32x4_add(*x, i32x4_dot_i16x8(a, b));
-        }
-    }
-    let mut sum = i32x4_splat(0);
-    for x in acc {
-        sum = i32x4_add(sum, x);
-    }
-    i32x4_extract_lane::<0>(sum)
-        .wrapping_add(i32x4_extract_lane::<1>(sum))
-        .wrapping_add(i32x4_extract_lane::<2>(sum))
-        .wrapping_add(i32x4_extract_lane::<3>(sum))
-}
-
-/// Multiply-adds of one `simdDotProduct` iteration: eight dot products of eight lanes.
-#[wasm_bindgen(js_name = simdDotProductMacsPerIteration)]
-pub fn simd_dot_product_macs_per_iteration() -> u32 {
-    8 * 8
 }
 
 /// The model's Q8_0 matmul on a weight matrix and input small enough to stay in the caches, so

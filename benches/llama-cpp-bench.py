@@ -100,6 +100,8 @@ def measure_decode(llm, tokens: list[int], max_tokens: int) -> dict:
 def measure(model: Path, prompts: dict, threads: int, decode_tokens: int) -> dict:
     from llama_cpp import Llama
 
+    # NOTE: the pip build of llama.cpp uses OpenMP, whose threads spin while they wait. On a 2-core
+    # machine that also runs other work, the 2-thread figures then drop far below the 1-thread ones.
     started = time.perf_counter()
     llm = Llama(
         model_path=str(model),

@@ -232,8 +232,9 @@ async function measurePrunechatRun(browser, baseUrl, modelPath, { threads, promp
 const LIMITS_BUFFER_BYTES = 256 * 2 ** 20;
 const LIMITS_PASSES = 5;
 const SIMD_ITERATIONS = 20_000_000;
+const KERNEL_PROBE_RUNS = 200;
 
-async function measureLimitsInPage({ bufferBytes, passes, simdIterations }) {
+async function measureLimitsInPage({ bufferBytes, passes, simdIterations, kernelRuns }) {
   const wasm = await import('/pkg/prunechat.js');
   await wasm.default();
   const timeOf = (work) => {
@@ -243,21 +244,31 @@ async function measureLimitsInPage({ bufferBytes, passes, simdIterations }) {
   };
   const medianOf = (values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
   const buffer = new wasm.LimitsBuffer(bufferBytes);
+  const probe = new wasm.KernelProbe();
   try {
     buffer.readOnce();
     buffer.copyOnce();
+    probe.run(kernelRuns);
     const reads = [];
     const copies = [];
     const simd = [];
+    const kernel = [];
     for (let pass = 0; pass < passes; pass += 1) {
       reads.push(buffer.bytes / timeOf(() => buffer.readOnce()).seconds);
       copies.push(buffer.bytes / timeOf(() => buffer.copyOnce()).seconds);
       const flops = simdIterations * wasm.simdMultiplyAddFlopsPerIteration();
       simd.push(flops / timeOf(() => wasm.simdMultiplyAdd(simdIterations)).seconds);
+      kernel.push((kernelRuns * probe.macsPerRun()) / timeOf(() => probe.run(kernelRuns)).seconds);
     }
-    return { readBytesPerS: medianOf(reads), copyBytesPerS: medianOf(copies), simdFlopsPerS: medianOf(simd) };
+    return {
+      readBytesPerS: medianOf(reads),
+      copyBytesPerS: medianOf(copies),
+      simdFlopsPerS: medianOf(simd),
+      kernelMacsPerS: medianOf(kernel),
+    };
   } finally {
     buffer.free();
+    probe.free();
   }
 }
 
@@ -270,6 +281,7 @@ async function measureLimits(browser, baseUrl) {
       bufferBytes: LIMITS_BUFFER_BYTES,
       passes: LIMITS_PASSES,
       simdIterations: SIMD_ITERATIONS,
+      kernelRuns: KERNEL_PROBE_RUNS,
     });
   } finally {
     await context.close();

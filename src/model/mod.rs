@@ -141,6 +141,15 @@ impl Projections {
         Ok(Self::Stacked { matrix, widths })
     }
 
+    /// Returns the outputs of all matrices, concatenated per position, when they are stacked;
+    /// `None` for separate matrices.
+    fn forward_stacked(&self, x: &Tensor) -> Result<Option<Vec<f32>>> {
+        match self {
+            Self::Stacked { matrix, .. } => Ok(Some(matrix.forward(x)?.flatten_all()?.to_vec1()?)),
+            Self::Separate(_) => Ok(None),
+        }
+    }
+
     /// Applies each matrix to `x` `(batch, seq, in)`, in the order they were given.
     fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         match self {
@@ -364,6 +373,11 @@ impl Model {
         cache: &mut KvCache,
     ) -> Result<Tensor> {
         let (b, seq, _) = h.dims3()?;
+        if seq == 1 {
+            if let Some(qkv) = layer.attn_qkv.forward_stacked(h)? {
+                return self.attention_one_position(l, layer, qkv, cos, sin, cache);
+            }
+        }
         let hd = self.config.head_dim;
         let n_heads = layer.dims.n_heads;
         let n_kv = layer.dims.n_kv_heads;
@@ -406,6 +420,115 @@ impl Model {
             .reshape((b, seq, n_heads * hd))?;
         layer.attn_output.forward(&y)
     }
+
+    /// Attention of one new position on plain slices, for stacked Q8_0 projections (the browser
+    /// build's decode step). It computes what `attention` computes for `seq == 1` without
+    /// creating a tensor per operation, whose fixed cost dominates at one position. `qkv` is the
+    /// stacked projection output: queries, then keys, then values.
+    fn attention_one_position(
+        &self,
+        l: usize,
+        layer: &Layer,
+        mut qkv: Vec<f32>,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let hd = self.config.head_dim;
+        let n_heads = layer.dims.n_heads;
+        let n_kv = layer.dims.n_kv_heads;
+        let n_rep = n_heads / n_kv;
+        let (q_len, kv_len) = (n_heads * hd, n_kv * hd);
+        if qkv.len() != q_len + 2 * kv_len {
+            return Err(Error::invalid_argument(
+                "attention",
+                format!(
+                    "{} projection outputs, expected {}",
+                    qkv.len(),
+                    q_len + 2 * kv_len
+                ),
+            ));
+        }
+        let cos = cos.flatten_all()?.to_vec1::<f32>()?;
+        let sin = sin.flatten_all()?.to_vec1::<f32>()?;
+        // Interleaved rotation of the queries and keys, as `rope_i` does.
+        for head in qkv[..q_len + kv_len].chunks_exact_mut(hd) {
+            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                let (x0, x1) = (pair[0], pair[1]);
+                pair[0] = x0 * cos[i] - x1 * sin[i];
+                pair[1] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
+        let k = Tensor::from_slice(&qkv[q_len..q_len + kv_len], (1, n_kv, 1, hd), &Device::Cpu)?;
+        let v = Tensor::from_slice(&qkv[q_len + kv_len..], (1, n_kv, 1, hd), &Device::Cpu)?;
+        let (keys, values) = cache.append(l, &k, &v)?;
+        let total = keys.dim(2)?;
+
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let mut out = vec![0f32; q_len];
+        let mut scores = vec![0f32; total];
+        with_cpu_f32(&keys, |keys, key_stride| {
+            with_cpu_f32(&values, |values, value_stride| {
+                for h in 0..n_heads {
+                    let g = h / n_rep;
+                    let q = &qkv[h * hd..(h + 1) * hd];
+                    for (t, score) in scores.iter_mut().enumerate() {
+                        let key = &keys[g * key_stride + t * hd..g * key_stride + (t + 1) * hd];
+                        *score = dot(q, key) * scale;
+                    }
+                    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let mut sum = 0f32;
+                    for score in scores.iter_mut() {
+                        *score = (*score - max).exp();
+                        sum += *score;
+                    }
+                    let y = &mut out[h * hd..(h + 1) * hd];
+                    for (t, &p) in scores.iter().enumerate() {
+                        let p = p / sum;
+                        let value =
+                            &values[g * value_stride + t * hd..g * value_stride + (t + 1) * hd];
+                        for (acc, &x) in y.iter_mut().zip(value) {
+                            *acc += p * x;
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })?;
+        let y = Tensor::from_vec(out, (1, 1, q_len), &Device::Cpu)?;
+        layer.attn_output.forward(&y)
+    }
+}
+
+/// Returns the dot product of `a` and `b`, summed in eight interleaved partial sums so that the
+/// compiler can use SIMD lanes (a single running sum must keep its order and cannot).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut partial = [0f32; 8];
+    let mut chunks_a = a.chunks_exact(8);
+    let mut chunks_b = b.chunks_exact(8);
+    for (x, y) in (&mut chunks_a).zip(&mut chunks_b) {
+        for i in 0..8 {
+            partial[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = chunks_a
+        .remainder()
+        .iter()
+        .zip(chunks_b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    partial.iter().sum::<f32>() + tail
+}
+
+/// Calls `f` with the F32 data of `t`, a `(1, heads, positions, head_dim)` view whose heads
+/// start `stride` elements apart, as the KV cache returns them.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], usize) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::invalid_argument("KV cache", "not in CPU memory"));
+    };
+    let data = &cpu.as_slice::<f32>()?[layout.start_offset()..];
+    f(data, layout.stride()[1])
 }
 
 /// Returns `(cos, sin)`, each `(positions, head_dim / 2)`, for rotation frequencies

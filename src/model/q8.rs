@@ -251,12 +251,16 @@ impl Q8Input {
         let mut qs = vec![0i8; rows * cols];
         let mut scales = Vec::with_capacity(rows * cols / BLOCK);
         for (src, dst) in x.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK)) {
-            let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // Equal to folding with `f32::max`, NaN inputs included (they never win a
+            // comparison), without the library call `max` becomes in wasm.
+            let amax = src
+                .iter()
+                .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
             let d = amax / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             scales.push(f16::from_f32(d).to_f32());
             for (q, &v) in dst.iter_mut().zip(src) {
-                *q = f32::round(v * id) as i8;
+                *q = round_half_away(v * id) as i8;
             }
         }
         Self { rows, qs, scales }
@@ -264,6 +268,18 @@ impl Q8Input {
 
     pub fn rows(&self) -> usize {
         self.rows
+    }
+}
+
+/// Returns `f32::round(t)` (halves away from zero), built from `trunc`, which wasm has as an
+/// instruction, where `round` is a library call. `t - trunc(t)` is exact for every float.
+#[inline(always)]
+fn round_half_away(t: f32) -> f32 {
+    let r = t.trunc();
+    if (t - r).abs() >= 0.5 {
+        r + t.signum()
+    } else {
+        r
     }
 }
 
@@ -575,6 +591,32 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(Q8Matrix::concat(&[stacked, narrow]).is_err());
+    }
+
+    #[test]
+    fn round_half_away_equals_round() {
+        let mut values = vec![
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            126.5,
+            -127.49999,
+            8388607.5,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+        ];
+        values.extend(random(10_000, 8).iter().map(|v| v * 130.0));
+        for v in values {
+            assert_eq!(round_half_away(v).to_bits(), v.round().to_bits(), "{v}");
+        }
+        assert!(round_half_away(f32::NAN).is_nan());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the threaded wasm package, pkg-threads/prunechat.js and
-# pkg-threads/prunechat_bg.wasm, which the worker imports when a page asks
-# for more than one thread (docs/worker-protocol.md).
+# pkg-threads/prunechat_bg.wasm, which the worker imports when a page
+# requests more than one thread (docs/worker-protocol.md).
 #
 # Usage: scripts/build-wasm-threads.sh
 #

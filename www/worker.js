@@ -96,9 +96,9 @@ function yieldToEventLoop() {
 
 /**
  * Imports and initializes the wasm module on the first call. With `threads`
- * above 1 it tries pkg-threads/ and starts that many pool threads; when that
- * is not possible it records the reason in `threadFallback` and uses pkg/.
- * Later calls keep the module of the first, whatever `threads` they pass.
+ * above 1 it tries pkg-threads/ and starts that many pool threads. When that
+ * fails, it records the reason in `threadFallback` and uses pkg/. Later calls
+ * keep the first call's module, whatever `threads` they pass.
  */
 async function ensureWasm(threads = 1) {
   if (wasm !== null) {

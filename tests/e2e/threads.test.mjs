@@ -5,7 +5,8 @@
 // - the chat page shows the thread count;
 // - a page that is not cross-origin isolated (scripts/serve.py
 //   --no-isolation, started here on a free port) asks for 2 threads, gets 1
-//   with the reason, and still chats.
+//   with the reason, and still chats;
+// - a page whose pkg-threads/ requests fail with 404 does the same.
 //
 // Run through `make test` (scripts/test.sh), which builds pkg/ and
 // pkg-threads/, fetches the model, starts scripts/serve.py and sets
@@ -192,6 +193,29 @@ describe('threaded wasm build', () => {
       await page.textContent('[data-testid=fact-threads]'),
       '1 (2 requested; the page is not cross-origin isolated)',
     );
+
+    await setSampling(page, GREEDY);
+    const reply = await ask(page, 'What is 2+2?');
+    assert.deepEqual(reply.errors, []);
+    assert.match(reply.replyText, /4/, `reply without "4": ${JSON.stringify(reply.replyText)}`);
+    await session.close();
+  });
+
+  test('missing threaded build falls back to one thread', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const session = await openChat({
+      path: '/?threads=2',
+      // Chromium logs the failed module request of the worker as a console error.
+      expectedConsoleErrors: [/404/],
+      onContext: (context) => context.route('**/pkg-threads/**', (route) => route.fulfill({ status: 404, body: 'not found' })),
+    });
+    const { page } = session;
+    await waitForModel(page);
+
+    const loaded = (await workerMessages(page)).find((message) => message.type === 'loaded');
+    assert.equal(loaded.threads, 1);
+    assert.equal(loaded.threads_fallback?.reason, 'module_failed');
+    assert.match(loaded.threads_fallback.message, /pkg-threads\/prunechat\.js/);
+    assert.equal(await page.textContent('[data-testid=fact-threads]'), '1 (2 requested; pkg-threads/ could not be loaded)');
 
     await setSampling(page, GREEDY);
     const reply = await ask(page, 'What is 2+2?');

@@ -4,7 +4,7 @@
 //   replies are token for token those of a worker with threads: 1 (pkg/);
 // - the chat page shows the thread count;
 // - a page that is not cross-origin isolated (scripts/serve.py
-//   --no-isolation, started here on a free port) asks for 2 threads, gets 1
+//   --no-isolation, started here on a free port) requests 2 threads, gets 1
 //   with the reason, and still chats;
 // - a page whose pkg-threads/ requests fail with 404 does the same.
 //
@@ -141,23 +141,23 @@ describe('threaded wasm build', () => {
     assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'the page is not cross-origin isolated');
     const modelUrl = new URL(`/models/${MODEL_FILE}`, page.url()).href;
 
-    const one = await page.evaluate(greedyReplies, { modelUrl, threads: 1, prompts: PROMPTS, sampling: SAMPLING });
-    const two = await page.evaluate(greedyReplies, { modelUrl, threads: 2, prompts: PROMPTS, sampling: SAMPLING });
+    const oneThread = await page.evaluate(greedyReplies, { modelUrl, threads: 1, prompts: PROMPTS, sampling: SAMPLING });
+    const twoThreads = await page.evaluate(greedyReplies, { modelUrl, threads: 2, prompts: PROMPTS, sampling: SAMPLING });
 
-    assert.equal(one.threads, 1);
-    assert.equal(one.threadsFallback, null);
-    assert.equal(two.threadsFallback, null, `threads: 2 fell back: ${JSON.stringify(two.threadsFallback)}`);
-    assert.equal(two.threadsRequested, 2);
-    assert.equal(two.threads, 2, 'the loaded message reports the wrong thread count');
-    assert.equal(two.infoThreads, 2, "the engine's info reports the wrong thread count");
+    assert.equal(oneThread.threads, 1);
+    assert.equal(oneThread.threadsFallback, null);
+    assert.equal(twoThreads.threadsFallback, null, `threads: 2 fell back: ${JSON.stringify(twoThreads.threadsFallback)}`);
+    assert.equal(twoThreads.threadsRequested, 2);
+    assert.equal(twoThreads.threads, 2, 'the loaded message reports the wrong thread count');
+    assert.equal(twoThreads.infoThreads, 2, "the engine's info reports the wrong thread count");
     for (const [i, prompt] of PROMPTS.entries()) {
-      const expected = one.replies[i].tokens;
-      const actual = two.replies[i].tokens;
+      const expected = oneThread.replies[i].tokens;
+      const actual = twoThreads.replies[i].tokens;
       console.log(
-        `"${prompt}": ${expected.length} tokens; decode ${one.replies[i].decodeTokensPerS?.toFixed(1)} tokens/s on 1 thread, ` +
-          `${two.replies[i].decodeTokensPerS?.toFixed(1)} on 2`,
+        `"${prompt}": ${expected.length} tokens; decode ${oneThread.replies[i].decodeTokensPerS?.toFixed(1)} tokens/s on 1 thread, ` +
+          `${twoThreads.replies[i].decodeTokensPerS?.toFixed(1)} on 2`,
       );
-      // A reply cut short by an early end of turn would compare little.
+      // A reply that ends early leaves few tokens to compare.
       assert.ok(expected.length >= 16, `the 1-thread reply to "${prompt}" has only ${expected.length} tokens`);
       assert.deepEqual(actual, expected, `the 2-thread reply to "${prompt}" differs`);
     }

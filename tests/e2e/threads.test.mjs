@@ -134,6 +134,14 @@ async function greedyReplies({ modelUrl, threads, prompts, sampling }) {
   }
 }
 
+/** Asks the chat page "What is 2+2?" with greedy sampling and checks that the reply has a 4. */
+async function assertAnswersArithmetic(page) {
+  await setSampling(page, GREEDY);
+  const reply = await ask(page, 'What is 2+2?');
+  assert.deepEqual(reply.errors, []);
+  assert.match(reply.replyText, /4/, `reply without "4": ${JSON.stringify(reply.replyText)}`);
+}
+
 describe('threaded wasm build', () => {
   test('two threads reply as one thread does', { timeout: COMPARISON_TIMEOUT_MS }, async () => {
     const session = await openChat({ path: '/?view=lab' });
@@ -170,10 +178,7 @@ describe('threaded wasm build', () => {
     await waitForModel(page);
     assert.equal(await page.textContent('[data-testid=fact-threads]'), '2');
 
-    await setSampling(page, GREEDY);
-    const reply = await ask(page, 'What is 2+2?');
-    assert.deepEqual(reply.errors, []);
-    assert.match(reply.replyText, /4/, `reply without "4": ${JSON.stringify(reply.replyText)}`);
+    await assertAnswersArithmetic(page);
     await session.close();
   });
 
@@ -194,10 +199,7 @@ describe('threaded wasm build', () => {
       '1 (2 requested; the page is not cross-origin isolated)',
     );
 
-    await setSampling(page, GREEDY);
-    const reply = await ask(page, 'What is 2+2?');
-    assert.deepEqual(reply.errors, []);
-    assert.match(reply.replyText, /4/, `reply without "4": ${JSON.stringify(reply.replyText)}`);
+    await assertAnswersArithmetic(page);
     await session.close();
   });
 
@@ -217,10 +219,7 @@ describe('threaded wasm build', () => {
     assert.match(loaded.threads_fallback.message, /pkg-threads\/prunechat\.js/);
     assert.equal(await page.textContent('[data-testid=fact-threads]'), '1 (2 requested; pkg-threads/ could not be loaded)');
 
-    await setSampling(page, GREEDY);
-    const reply = await ask(page, 'What is 2+2?');
-    assert.deepEqual(reply.errors, []);
-    assert.match(reply.replyText, /4/, `reply without "4": ${JSON.stringify(reply.replyText)}`);
+    await assertAnswersArithmetic(page);
     await session.close();
   });
 });

@@ -15,7 +15,8 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 PORT ?= 8080
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 
-.PHONY: run test setup setup-browser wasm native model variants serve fixtures bench prune-results training-results
+.PHONY: run test setup setup-browser wasm native model variants serve llama-cpp-python fixtures bench bench-models prune-results \
+	training-results
 
 ## run: set up, build the wasm package and the CLI, fetch the model, prune the compare view's variants, serve on 127.0.0.1:$(PORT)
 run: setup wasm native model variants serve
@@ -51,20 +52,52 @@ serve:
 	@echo "Open the URL below in a browser; Ctrl-C stops the server."
 	PORT=$(PORT) python3 scripts/serve.py
 
-## fixtures: regenerate tests/fixtures/llama_cpp_reference.json with llama.cpp
-fixtures: model
+## llama-cpp-python: install the pinned llama-cpp-python with pip unless it is installed (compiles llama.cpp, about 5 minutes)
+llama-cpp-python:
 	@if python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("llama-cpp-python") != "$(LLAMA_CPP_PYTHON_VERSION)")' 2>/dev/null; then \
-		echo "fixtures: llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) already installed"; \
+		echo "llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) already installed"; \
 	else \
-		echo "fixtures: installing llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) (compiles llama.cpp, about 5 minutes)"; \
+		echo "installing llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) (compiles llama.cpp, about 5 minutes)"; \
 		python3 -m pip install --quiet "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"; \
 	fi
+
+## fixtures: regenerate tests/fixtures/llama_cpp_reference.json with llama.cpp
+fixtures: model llama-cpp-python
 	python3 scripts/make_llama_cpp_fixtures.py
 
-## bench: browser benchmarks: inference against wllama on the same GGUF file, then wasm training
-bench: setup-browser wasm model
-	node benches/browser-bench.mjs
+## bench: browser benchmarks (about 15 minutes on two cores): prunechat on 1 and 2 threads against wllama and
+## native llama.cpp on the same GGUF file, pruned variants, targets; then wasm training.
+## BENCH_ARGS passes options, for example BENCH_ARGS="--quick --no-native" (see node benches/browser-bench.mjs --help)
+bench: setup-browser wasm model bench-models llama-cpp-python
+	node benches/browser-bench.mjs $(BENCH_ARGS)
 	node benches/browser-train-bench.mjs
+
+# The benchmark's pruned models, written under a hidden temporary name and renamed when complete.
+# Calibration as scripts/prepare-variants.py: 8 samples of 128 tokens of the chatterbot corpus.
+BENCH_MODELS := models/bench/ffn-25.gguf models/bench/ffn-50.gguf models/bench/wanda-50.gguf
+BENCH_DENSE := models/smollm2-135m-instruct-q8_0.gguf
+BENCH_CALIBRATION := --n-samples 8 --seq-len 128 --seed 0
+PRUNECHAT ?= target/release/prunechat
+bench_partial = $(dir $@).$(notdir $(basename $@)).partial.gguf
+
+## bench-models: the pruned models of `make bench` in models/bench/ (a few minutes on two cores)
+bench-models: $(BENCH_MODELS)
+
+# FFN neurons removed by Wanda score, all layers competing, until 75% and 50% of the
+# parameters (embeddings included) remain.
+models/bench/ffn-%.gguf: | native model
+	@mkdir -p models/bench
+	$(PRUNECHAT) prune $(BENCH_DENSE) --structure ffn --score wanda --ratio global \
+		--target-params $$(python3 -c 'print(1 - $*/100)') $(BENCH_CALIBRATION) \
+		--report models/bench/ffn-$*.json --out $(bench_partial) >/dev/null
+	mv $(bench_partial) $@
+
+# Unstructured Wanda, 50% of every decoder matrix's weights set to zero: same shapes as dense.
+models/bench/wanda-50.gguf: | native model
+	@mkdir -p models/bench
+	$(PRUNECHAT) prune $(BENCH_DENSE) --method wanda --sparsity 0.5 $(BENCH_CALIBRATION) \
+		--report models/bench/wanda-50.json --out $(bench_partial) >/dev/null
+	mv $(bench_partial) $@
 
 ## prune-results: connection pruning at six settings, then structured pruning to parameter budgets; writes docs/pruning-results.md (about two hours on two cores)
 prune-results: native model setup-browser wasm

@@ -36,6 +36,8 @@ export function installDriver() {
   let peakMemory = 0;
   worker.onmessage = (event) => {
     const message = event.data;
+    // Arrival time in ms since the page's navigation start (performance.timeOrigin).
+    message.page_ms = performance.now();
     const memory = message.wasm_memory_bytes ?? message.stats?.wasm_memory_bytes ?? 0;
     peakMemory = Math.max(peakMemory, memory);
     if (pending === null) {
@@ -67,8 +69,31 @@ export async function request(page, message, until) {
   return page.evaluate(([body, type]) => window.benchRequest(body, type), [message, until]);
 }
 
-export async function loadModel(page, modelUrl, maxContext = MAX_CONTEXT) {
-  const messages = await request(page, { type: 'load', url: modelUrl, maxContext }, 'loaded');
+/**
+ * Sends one command like `request`; returns {sentMs, messages}, where `sentMs` and each
+ * message's `page_ms` are page times in ms since navigation start.
+ */
+export async function timedRequest(page, message, until) {
+  return page.evaluate(
+    async ([body, type]) => {
+      const sentMs = performance.now();
+      const messages = await window.benchRequest(body, type);
+      return { sentMs, messages };
+    },
+    [message, until],
+  );
+}
+
+/**
+ * Loads a model and returns the `loaded` message. `threads`, when given, is passed in the
+ * `load` message; `loaded.threads` then has the thread count the worker uses.
+ */
+export async function loadModel(page, modelUrl, maxContext = MAX_CONTEXT, threads = undefined) {
+  const message = { type: 'load', url: modelUrl, maxContext };
+  if (threads !== undefined) {
+    message.threads = threads;
+  }
+  const messages = await request(page, message, 'loaded');
   return messages.at(-1);
 }
 

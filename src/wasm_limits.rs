@@ -1,5 +1,6 @@
-//! Machine limits measured inside the wasm engine: memory read and copy bandwidth of one thread
-//! and the throughput of 128-bit SIMD multiply-add. The browser benchmark divides a model's
+//! Machine limits measured inside the wasm engine: memory read and copy bandwidth of one thread,
+//! the throughput of 128-bit SIMD multiply-add, and the multiply-add rate of the Q8_0 matmul
+//! kernel on data that stays in the caches. The browser benchmark divides a model's
 //! bytes by the read bandwidth to get the decode floor (the time to stream every weight once
 //! per token) and reports each measured decode speed as a fraction of it.
 //!
@@ -7,7 +8,12 @@
 //! the figures include the call overhead, which is negligible at these sizes.
 
 use core::arch::wasm32::*;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
 use wasm_bindgen::prelude::*;
+
+use crate::model::q8::{Q8Input, Q8Matrix};
 
 /// A buffer for the bandwidth loops, filled with non-zero bytes so that the pages are really
 /// committed before the first timed pass.
@@ -111,4 +117,64 @@ pub fn simd_multiply_add(iterations: u32) -> f32 {
 #[wasm_bindgen(js_name = simdMultiplyAddFlopsPerIteration)]
 pub fn simd_multiply_add_flops_per_iteration() -> u32 {
     8 * 4 * 2
+}
+
+/// The model's Q8_0 matmul on a weight matrix and input small enough to stay in the caches, so
+/// that `run` measures the kernel's arithmetic rate rather than memory bandwidth: a SmolLM2 FFN
+/// input width of 576, 128 output rows and 16 input rows.
+#[wasm_bindgen]
+pub struct KernelProbe {
+    matrix: Q8Matrix,
+    input: Q8Input,
+    out: Vec<f32>,
+}
+
+const PROBE_ROWS: usize = 128;
+const PROBE_COLS: usize = 576;
+const PROBE_INPUT_ROWS: usize = 16;
+
+#[wasm_bindgen]
+impl KernelProbe {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Result<KernelProbe, JsError> {
+        let values = |n: usize, step: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * step) % 255) as f32 / 127.0 - 1.0)
+                .collect()
+        };
+        let weights = Tensor::from_vec(
+            values(PROBE_ROWS * PROBE_COLS, 7),
+            (PROBE_ROWS, PROBE_COLS),
+            &Device::Cpu,
+        )
+        .and_then(|w| QTensor::quantize(&w, GgmlDType::Q8_0))
+        .map_err(|e| JsError::new(&format!("failed to build the probe matrix: {e}")))?;
+        let matrix = Q8Matrix::from_qtensor(&weights)
+            .map_err(|e| JsError::new(&e.to_string()))?
+            .ok_or_else(|| JsError::new("the probe matrix is not Q8_0"))?;
+        let input = Q8Input::quantize(
+            &values(PROBE_INPUT_ROWS * PROBE_COLS, 13),
+            PROBE_INPUT_ROWS,
+            PROBE_COLS,
+        );
+        Ok(KernelProbe {
+            matrix,
+            input,
+            out: vec![0.0; PROBE_ROWS * PROBE_INPUT_ROWS],
+        })
+    }
+
+    /// Runs the matmul `iterations` times and returns one output value.
+    pub fn run(&mut self, iterations: u32) -> f32 {
+        for _ in 0..iterations {
+            self.matrix.matmul(&self.input, &mut self.out);
+        }
+        self.out[self.out.len() / 2]
+    }
+
+    /// Multiply-adds of one matmul.
+    #[wasm_bindgen(js_name = macsPerRun)]
+    pub fn macs_per_run(&self) -> u32 {
+        (PROBE_ROWS * PROBE_COLS * PROBE_INPUT_ROWS) as u32
+    }
 }

@@ -344,4 +344,99 @@ fn limits_kernels_match_scalar_loops() {
         (simd - scalar).abs() <= 1e-5 * scalar.abs(),
         "{simd} vs {scalar}"
     );
+
+    let mut probe = prunechat::wasm_limits::KernelProbe::new()
+        .unwrap_or_else(|_| panic!("KernelProbe::new failed"));
+    assert_eq!(probe.macs_per_run(), 128 * 576 * 16);
+    assert!(probe.run(2).is_finite());
+}
+
+/// Uniform values in [-1, 1) from a fixed linear congruential sequence.
+fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[wasm_bindgen_test]
+fn q8_kernel_is_bit_identical_to_candle_in_the_browser() {
+    use candle_core::quantized::{QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+    use prunechat::model::q8::{Q8Input, Q8Matrix};
+
+    // 1 row is the decode case; 3 rows the short-prompt case. 150 outputs: 37 groups of four
+    // and two single rows. 1536 x 576 is a SmolLM2 FFN matrix.
+    // 40 rows span three tiles of input rows, the last one partial.
+    for (rows, cols, m) in [
+        (150, 576, 1),
+        (150, 576, 3),
+        (1536, 576, 1),
+        (7, 64, 2),
+        (150, 576, 40),
+    ] {
+        let w =
+            Tensor::from_vec(pseudo_random(rows * cols, 1), (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let repacked = Q8Matrix::from_qtensor(&q).unwrap().unwrap();
+        let x = pseudo_random(m * cols, 2);
+        let mut out = vec![0f32; m * rows];
+        repacked.matmul(&Q8Input::quantize(&x, m, cols), &mut out);
+
+        let xt = Tensor::from_vec(x, (m, cols), &Device::Cpu).unwrap();
+        let expected: Vec<f32> = QMatMul::from_qtensor(q)
+            .unwrap()
+            .forward(&xt)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let differing = out
+            .iter()
+            .zip(&expected)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differing, 0,
+            "{rows}x{cols}, {m} rows: {differing} outputs differ"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+fn long_prefill_agrees_with_decoding() {
+    // 80 positions run through the Q8_0 kernel in tiles of input rows and through batched
+    // attention. Decoding the same tokens one at a time takes one row per call.
+    let spec = TinySpec {
+        dtype: GgmlDType::Q8_0,
+        layers: vec![(4, 2, 96), (4, 2, 96)],
+        ..TinySpec::default()
+    };
+    let model = Model::from_gguf(tiny_llama(&spec).unwrap()).unwrap();
+    let tokens: Vec<u32> = (0..80).map(|i| (i * 13 + 5) % 259).collect();
+    let mut cache = KvCache::new(model.config(), 128);
+    let prefill: Vec<f32> = model
+        .forward_last(&tokens, &mut cache)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let mut cache = KvCache::new(model.config(), 128);
+    let mut step = Vec::new();
+    for &t in &tokens {
+        step = model
+            .forward_last(&[t], &mut cache)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+    }
+    let diff = max_abs_diff(&prefill, &step);
+    assert!(diff < 1e-3, "prefill and decode logits differ by {diff}");
 }

@@ -10,6 +10,7 @@ pub mod frozen;
 pub mod gguf_size;
 pub mod kv_cache;
 pub mod lora;
+pub mod q8;
 pub mod structured;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 pub use config::{Config, LayerDims};
 pub use kv_cache::KvCache;
+use q8::{Q8Input, Q8Matrix};
 
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
@@ -27,8 +29,9 @@ use crate::gguf::Gguf;
 /// split so the attention scores stay within `n_heads * PREFILL_CHUNK * context` floats.
 pub const PREFILL_CHUNK: usize = 256;
 
-/// Input rows (positions) from which a layer's quantized matmul dequantizes its weight and runs
-/// an F32 GEMM instead of one quantized dot product per row and output. A one-off measurement in
+/// Input rows (positions) from which a candle `QMatMul` dequantizes its weight and runs an F32
+/// GEMM instead of one quantized dot product per row and output. This applies natively and to
+/// weight types other than Q8_0 in the browser. A one-off measurement of candle's kernel in
 /// headless Chromium on a 1536x576 Q8_0 weight: 256 rows took 74 ms quantized and 25 ms
 /// dequantized, including 1 ms to dequantize. At 32 rows the quantized path was faster.
 const DEQUANTIZE_MIN_ROWS: usize = 64;
@@ -37,19 +40,121 @@ const DEQUANTIZE_MIN_ROWS: usize = 64;
 /// capped here.
 const MAX_ROPE_POSITIONS: usize = 32_768;
 
-/// A weight matrix of a decoder layer, kept in its GGUF type.
-struct Linear(QMatMul);
+/// Whether Q8_0 weights are repacked into `Q8Matrix` (the browser build) or left to candle's
+/// `QMatMul`, whose native kernels pick AVX2 at run time and run on candle's own thread pool.
+const REPACK_Q8: bool = cfg!(target_arch = "wasm32");
+
+/// A weight matrix `(out, in)`, kept in its GGUF type.
+enum Linear {
+    Q8(Arc<Q8Matrix>),
+    Other(QMatMul),
+}
 
 impl Linear {
-    /// `x` `(batch, seq, in)` to `(batch, seq, out)`; long inputs take the F32 GEMM path.
+    fn new(t: QTensor) -> Result<Self> {
+        if REPACK_Q8 {
+            if let Some(m) = Q8Matrix::from_qtensor(&t)? {
+                return Ok(Self::Q8(Arc::new(m)));
+            }
+        }
+        Ok(Self::Other(QMatMul::from_qtensor(t)?))
+    }
+
+    /// Maps `x` `(batch, seq, in)` to `(batch, seq, out)`. Repacked Q8_0 weights always take
+    /// the quantized kernel, which reuses each weight block across a tile of input rows. A
+    /// candle `QMatMul` dequantizes from `DEQUANTIZE_MIN_ROWS` rows on and runs an F32 GEMM.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
-        match &self.0 {
-            QMatMul::QTensor(q) if rows >= DEQUANTIZE_MIN_ROWS => {
+        self.forward_with(x, true)
+    }
+
+    /// Runs `forward`, except that with `dequantize` false long inputs stay on the quantized
+    /// path, which needs no F32 copy of the weight (used for the output head).
+    fn forward_with(&self, x: &Tensor, dequantize: bool) -> Result<Tensor> {
+        let k = x.dim(candle_core::D::Minus1)?;
+        let rows = x.elem_count() / k.max(1);
+        let long = dequantize && rows >= DEQUANTIZE_MIN_ROWS;
+        match self {
+            Self::Q8(m) => {
+                let mut dims = x.dims().to_vec();
+                *dims.last_mut().expect("x has a last dimension") = m.rows();
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let input = Q8Input::quantize(&xs, rows, k);
+                let mut out = vec![0f32; rows * m.rows()];
+                m.matmul(&input, &mut out);
+                Ok(Tensor::from_vec(out, dims, &Device::Cpu)?)
+            }
+            Self::Other(QMatMul::QTensor(q)) if long => {
                 let w = q.dequantize(&Device::Cpu)?;
                 Ok(x.broadcast_matmul(&w.t()?)?)
             }
-            weight => Ok(weight.forward(x)?),
+            Self::Other(weight) => Ok(weight.forward(x)?),
+        }
+    }
+}
+
+/// The token embedding table; a tied output head shares it.
+enum Embedding {
+    Q8(Arc<Q8Matrix>),
+    Other(Arc<QTensor>),
+}
+
+impl Embedding {
+    /// Rows for `ids` `(1, seq)`, shape `(1, seq, hidden)`.
+    fn lookup(&self, ids: &[u32]) -> Result<Tensor> {
+        match self {
+            Self::Q8(m) => Ok(Tensor::from_vec(
+                m.embedding(ids)?,
+                (1, ids.len(), m.cols()),
+                &Device::Cpu,
+            )?),
+            Self::Other(t) => {
+                let ids = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+                Ok(t.embedding(&ids)?)
+            }
+        }
+    }
+}
+
+/// Weight matrices that read the same input. Repacked Q8_0 matrices are stacked into one, so
+/// the input is quantized once and the threads are started once for all of them.
+enum Projections {
+    Stacked { matrix: Linear, widths: Vec<usize> },
+    Separate(Vec<Linear>),
+}
+
+impl Projections {
+    fn new(parts: Vec<Linear>) -> Result<Self> {
+        if !parts.iter().all(|p| matches!(p, Linear::Q8(_))) {
+            return Ok(Self::Separate(parts));
+        }
+        let matrices: Vec<Q8Matrix> = parts
+            .into_iter()
+            .map(|p| match p {
+                Linear::Q8(m) => Arc::try_unwrap(m).map_err(|_| {
+                    Error::invalid_argument("weights", "a projection matrix is shared")
+                }),
+                Linear::Other(_) => unreachable!("checked above"),
+            })
+            .collect::<Result<_>>()?;
+        let widths = matrices.iter().map(Q8Matrix::rows).collect();
+        let matrix = Linear::Q8(Arc::new(Q8Matrix::concat(&matrices)?));
+        Ok(Self::Stacked { matrix, widths })
+    }
+
+    /// Applies each matrix to `x` `(batch, seq, in)`, in the order they were given.
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Self::Stacked { matrix, widths } => {
+                let y = matrix.forward(x)?;
+                let mut offset = 0;
+                let mut outputs = Vec::with_capacity(widths.len());
+                for &w in widths {
+                    outputs.push(y.narrow(candle_core::D::Minus1, offset, w)?);
+                    offset += w;
+                }
+                Ok(outputs)
+            }
+            Self::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
         }
     }
 }
@@ -57,22 +162,21 @@ impl Linear {
 struct Layer {
     dims: LayerDims,
     attn_norm: Tensor,
-    attn_q: Linear,
-    attn_k: Linear,
-    attn_v: Linear,
+    /// Query, key and value projections.
+    attn_qkv: Projections,
     attn_output: Linear,
     ffn_norm: Tensor,
-    ffn_gate: Linear,
-    ffn_up: Linear,
+    /// Gate and up projections.
+    ffn_gate_up: Projections,
     ffn_down: Linear,
 }
 
 pub struct Model {
     config: Config,
-    token_embd: Arc<QTensor>,
+    token_embd: Embedding,
     layers: Vec<Layer>,
     output_norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     /// Rotary tables, shape `(positions, head_dim / 2)`.
     cos: Tensor,
     sin: Tensor,
@@ -87,11 +191,26 @@ impl Model {
                 .ok_or_else(|| Error::tensor(&name, "missing from the file"))
         };
 
-        let token_embd = Arc::new(take("token_embd.weight".into())?);
-        let output = if config.tied_embeddings {
-            QMatMul::from_arc(token_embd.clone())?
+        let token_embd = take("token_embd.weight".into())?;
+        let repacked = if REPACK_Q8 {
+            Q8Matrix::from_qtensor(&token_embd)?.map(Arc::new)
         } else {
-            QMatMul::from_qtensor(take("output.weight".into())?)?
+            None
+        };
+        let (token_embd, tied) = match repacked {
+            Some(m) => (Embedding::Q8(m.clone()), Linear::Q8(m)),
+            None => {
+                let t = Arc::new(token_embd);
+                (
+                    Embedding::Other(t.clone()),
+                    Linear::Other(QMatMul::from_arc(t)?),
+                )
+            }
+        };
+        let output = if config.tied_embeddings {
+            tied
+        } else {
+            Linear::new(take("output.weight".into())?)?
         };
         let output_norm = vector(
             take("output_norm.weight".into())?,
@@ -103,7 +222,7 @@ impl Model {
         for (l, dims) in config.layers.iter().enumerate() {
             let mut matmul = |short: &str| -> Result<Linear> {
                 let name = format!("blk.{l}.{short}.weight");
-                Ok(Linear(QMatMul::from_qtensor(take(name)?)?))
+                Linear::new(take(name)?)
             };
             let attn_q = matmul("attn_q")?;
             let attn_k = matmul("attn_k")?;
@@ -126,12 +245,9 @@ impl Model {
                     &ffn_norm_name,
                     config.hidden_size,
                 )?,
-                attn_q,
-                attn_k,
-                attn_v,
+                attn_qkv: Projections::new(vec![attn_q, attn_k, attn_v])?,
                 attn_output,
-                ffn_gate,
-                ffn_up,
+                ffn_gate_up: Projections::new(vec![ffn_gate, ffn_up])?,
                 ffn_down,
             });
         }
@@ -172,7 +288,7 @@ impl Model {
         let hidden = hidden.expect("tokens is not empty, so there was at least one chunk");
         let seq = hidden.dim(1)?;
         let last = hidden.narrow(1, seq - 1, 1)?; // (1, 1, hidden)
-        let logits = self.output.forward(&last)?; // (1, 1, vocab)
+        let logits = self.output.forward_with(&last, false)?; // (1, 1, vocab)
         Ok(logits.flatten_all()?)
     }
 
@@ -180,7 +296,7 @@ impl Model {
     /// shape `(seq, vocab_size)`.
     pub fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         let hidden = self.forward_hidden(tokens, cache)?;
-        Ok(self.output.forward(&hidden)?.squeeze(0)?)
+        Ok(self.output.forward_with(&hidden, false)?.squeeze(0)?)
     }
 
     /// Runs `tokens` (one chunk) through every layer and the final norm, appending to `cache`.
@@ -209,8 +325,7 @@ impl Model {
                 ));
             }
         }
-        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?; // (1, seq)
-        let mut x = self.token_embd.embedding(&ids)?; // (1, seq, hidden)
+        let mut x = self.token_embd.lookup(tokens)?; // (1, seq, hidden)
         let cos = self.cos.narrow(0, pos, seq)?;
         let sin = self.sin.narrow(0, pos, seq)?;
         let mask = causal_mask(seq, pos)?;
@@ -223,9 +338,9 @@ impl Model {
 
             // SwiGLU MLP block with a residual connection.
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_norm_eps)?;
-            let gate = layer.ffn_gate.forward(&h)?.silu()?;
-            let up = layer.ffn_up.forward(&h)?;
-            x = (x + layer.ffn_down.forward(&(gate * up)?)?)?;
+            let gate_up = layer.ffn_gate_up.forward(&h)?;
+            let gate = gate_up[0].silu()?;
+            x = (x + layer.ffn_down.forward(&(gate * &gate_up[1])?)?)?;
         }
         cache.advance(seq);
 
@@ -254,23 +369,16 @@ impl Model {
         let n_kv = layer.dims.n_kv_heads;
         let n_rep = n_heads / n_kv;
 
-        let q = layer
-            .attn_q
-            .forward(h)?
+        let qkv = layer.attn_qkv.forward(h)?;
+        let q = qkv[0]
             .reshape((b, seq, n_heads, hd))?
             .transpose(1, 2)?
             .contiguous()?; // (b, n_heads, seq, hd)
-        let k = layer
-            .attn_k
-            .forward(h)?
+        let k = qkv[1]
             .reshape((b, seq, n_kv, hd))?
             .transpose(1, 2)?
             .contiguous()?; // (b, n_kv, seq, hd)
-        let v = layer
-            .attn_v
-            .forward(h)?
-            .reshape((b, seq, n_kv, hd))?
-            .transpose(1, 2)?; // (b, n_kv, seq, hd)
+        let v = qkv[2].reshape((b, seq, n_kv, hd))?.transpose(1, 2)?; // (b, n_kv, seq, hd)
 
         // GGUF stores Q and K rows permuted for interleaved (GPT-J style) rotation.
         let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;

@@ -31,9 +31,10 @@ setup:
 setup-browser:
 	scripts/setup.sh --browser
 
-## wasm: pkg/prunechat.js and pkg/prunechat_bg.wasm for the page
+## wasm: pkg/ (one thread) and pkg-threads/ (a thread pool, built with nightly) for the page
 wasm: setup
 	wasm-pack build --release --target web --out-dir pkg
+	scripts/build-wasm-threads.sh
 
 ## native: target/release/prunechat
 native:

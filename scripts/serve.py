@@ -2,9 +2,10 @@
 """Serve the repository root over HTTP on 127.0.0.1 for the browser build.
 
 Every response carries COOP/COEP headers, which make the page cross-origin
-isolated (browsers require that for SharedArrayBuffer), and a
-Content-Security-Policy that allows same-origin scripts plus WebAssembly
-compilation and nothing else.
+isolated (browsers require that for SharedArrayBuffer, so for the threaded
+wasm build), and a Content-Security-Policy that allows same-origin scripts
+plus WebAssembly compilation and nothing else. Workers may also start workers
+from blob: URLs, as wasm-bindgen-rayon does for its thread pool.
 Responses are sent with ``Cache-Control: no-cache`` so rebuilt files show up
 on reload. Single byte ranges are supported, which lets the page fetch a
 multi-megabyte GGUF file from ``/models/`` in parts.
@@ -12,8 +13,9 @@ multi-megabyte GGUF file from ``/models/`` in parts.
 Files outside the root and any path with a component starting with a dot
 (``.git``, ``.ci``) are never served, including through symlinks.
 
-Usage: PORT=8080 scripts/serve.py [--root DIR]
+Usage: PORT=8080 scripts/serve.py [--root DIR] [--no-isolation]
 PORT=0 picks a free port. The first line printed on stdout is the URL.
+--no-isolation leaves out COOP and COEP, to test the one-thread fallback.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
         "script-src 'self' 'wasm-unsafe-eval'",
-        "worker-src 'self'",
+        # blob: for the pool threads of wasm-bindgen-rayon (no-bundler), which
+        # www/worker.js starts. The page's own meta CSP keeps worker-src
+        # 'self', so the document itself cannot start blob: workers.
+        "worker-src 'self' blob:",
         "connect-src 'self'",
         "style-src 'self'",
         "img-src 'self' data: blob:",
@@ -45,9 +50,12 @@ CONTENT_SECURITY_POLICY = "; ".join(
     ]
 )
 
-SECURITY_HEADERS = {
+ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
+}
+
+SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -117,9 +125,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     # Keep-alive connections: the page issues many range requests per model.
     protocol_version = "HTTP/1.1"
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **CONTENT_TYPES}
+    # Set to False by --no-isolation.
+    cross_origin_isolated = True
 
     def end_headers(self) -> None:
-        for name, value in SECURITY_HEADERS.items():
+        headers = {**ISOLATION_HEADERS, **SECURITY_HEADERS} if self.cross_origin_isolated else SECURITY_HEADERS
+        for name, value in headers.items():
             self.send_header(name, value)
         super().end_headers()
 
@@ -279,6 +290,12 @@ def parse_args() -> argparse.Namespace:
         default=int(os.environ.get("PORT", "8080")),
         help="TCP port on 127.0.0.1; 0 picks a free port (default: $PORT or 8080)",
     )
+    parser.add_argument(
+        "--no-isolation",
+        action="store_true",
+        help="leave out the COOP and COEP headers, so the page is not cross-origin isolated "
+        "and the worker falls back to one thread",
+    )
     return parser.parse_args()
 
 
@@ -294,6 +311,8 @@ def main() -> int:
         LOG.error("root directory not found: %s", root)
         return 2
 
+    Handler.cross_origin_isolated = not args.no_isolation
+
     def handler(*handler_args, **handler_kwargs):
         return Handler(*handler_args, directory=str(root), **handler_kwargs)
 
@@ -308,6 +327,8 @@ def main() -> int:
     try:
         print(f"http://{host}:{port}/", flush=True)
         LOG.info("serving %s at http://%s:%d/ (Ctrl-C stops)", root, host, port)
+        if args.no_isolation:
+            LOG.info("COOP and COEP headers are off: pages are not cross-origin isolated")
         server.serve_forever()
     except KeyboardInterrupt:
         pass

@@ -4,11 +4,12 @@
 # Usage: scripts/setup.sh [--browser] [--fuzz]
 #
 # Without options: the wasm32-unknown-unknown Rust target, wasm-bindgen-cli at
-# the exact version that Cargo.lock pins, and wasm-pack.
+# the exact version that Cargo.lock pins, wasm-pack, and a nightly Rust
+# toolchain with rust-src and the wasm32 target, which the threaded wasm
+# build (scripts/build-wasm-threads.sh) needs.
 # --browser also installs Debian's chromium and chromium-driver (with apt-get)
 # and the npm packages in package-lock.json (playwright-core, @wllama/wllama).
-# --fuzz also installs a nightly Rust toolchain and cargo-fuzz, which
-# scripts/fuzz.sh needs.
+# --fuzz also installs cargo-fuzz, which scripts/fuzz.sh needs.
 #
 # Each step checks first and skips what is already installed, so a second run
 # takes a few seconds. Prints one line per step.
@@ -23,7 +24,7 @@ for arg in "$@"; do
         --browser) with_browser=1 ;;
         --fuzz) with_fuzz=1 ;;
         -h | --help)
-            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -89,19 +90,36 @@ else
     step "wasm-pack" "$(wasm-pack --version)"
 fi
 
+# --- Nightly toolchain ---------------------------------------------------------
+# The threaded wasm build recompiles the standard library with atomics
+# (-Z build-std), which needs nightly and its rust-src component. cargo-fuzz
+# builds with sanitizer flags that only a nightly compiler accepts.
+if nightly_version="$(rustup run nightly rustc --version 2>/dev/null)"; then
+    step "nightly toolchain" "$nightly_version already installed"
+else
+    step "nightly toolchain" "installing (takes a minute)"
+    rustup toolchain install nightly --profile minimal >/dev/null
+    step "nightly toolchain" "$(rustup run nightly rustc --version)"
+fi
+
+if rustup component list --toolchain nightly --installed | grep -qx 'rust-src'; then
+    step "nightly rust-src" "already installed"
+else
+    rustup component add rust-src --toolchain nightly >/dev/null
+    step "nightly rust-src" "installed"
+fi
+
+if rustup target list --toolchain nightly --installed | grep -qx 'wasm32-unknown-unknown'; then
+    step "nightly wasm32 target" "already installed"
+else
+    rustup target add wasm32-unknown-unknown --toolchain nightly >/dev/null
+    step "nightly wasm32 target" "installed"
+fi
+
 # --- Fuzzing tools -------------------------------------------------------------
-# cargo-fuzz builds with sanitizer flags that only a nightly compiler accepts.
 # libfuzzer-sys compiles libFuzzer from C++ source.
 if [ "$with_fuzz" -eq 1 ]; then
     command -v c++ >/dev/null || fail "c++ not found on PATH; libfuzzer-sys compiles libFuzzer with it (Debian: apt-get install g++)"
-    if nightly_version="$(rustup run nightly rustc --version 2>/dev/null)"; then
-        step "nightly toolchain" "$nightly_version already installed"
-    else
-        step "nightly toolchain" "installing (takes a minute)"
-        rustup toolchain install nightly --profile minimal >/dev/null
-        step "nightly toolchain" "$(rustup run nightly rustc --version)"
-    fi
-
     cargo_fuzz_version="0.13.2"
     installed_cargo_fuzz="$(cargo fuzz --version 2>/dev/null | awk '{print $2}' || true)"
     if [ "$installed_cargo_fuzz" = "$cargo_fuzz_version" ]; then

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build everything and run every test suite. `make test` calls this script.
 #
-# Steps: setup (with the browser and the fuzzing tools), wasm build, native
-# release build, model fetch and conversion, the compare view's pruned models,
-# then the five suites:
+# Steps: setup (with the browser and the fuzzing tools), wasm builds (pkg/ and
+# the threaded pkg-threads/), native release build, model fetch and
+# conversion, the compare view's pruned models, then the five suites:
 #   scripts python3 -m unittest discover -s scripts/tests (scripts/serve.py)
 #   native  cargo test --release
 #   wasm    wasm-pack test --headless --chrome --release (Chromium via ChromeDriver)
@@ -57,6 +57,9 @@ scripts/setup.sh --browser --fuzz
 
 banner "wasm build: wasm-pack build --release --target web --out-dir pkg"
 wasm-pack build --release --target web --out-dir pkg
+
+banner "threaded wasm build: scripts/build-wasm-threads.sh"
+scripts/build-wasm-threads.sh
 
 banner "native build: cargo build --release"
 cargo build --release

@@ -8,6 +8,12 @@ use crate::gguf::Gguf;
 use crate::sampler::SamplingParams;
 use crate::session::ChatSession;
 
+/// `initThreadPool(n)` starts `n` Web Workers that share this module's memory and returns a
+/// Promise that resolves once rayon's global pool runs on them. Only the threaded build
+/// (pkg-threads/) exports it; call it once, right after the module's init function.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
@@ -42,9 +48,12 @@ impl ChatEngine {
         })
     }
 
-    /// Model facts as JSON (see `SessionInfo`).
+    /// Model facts as JSON (see `SessionInfo`), plus `threads`: the number of threads that
+    /// parallel kernels use (`parallel::threads`), 1 outside the threaded build.
     pub fn info(&self) -> Result<String, JsError> {
-        to_json(self.session.info())
+        let mut info = serde_json::to_value(self.session.info()).map_err(js_error)?;
+        info["threads"] = crate::parallel::threads().into();
+        to_json(&info)
     }
 
     /// Appends a user message and prefills it. `system` may be empty for the model's default;

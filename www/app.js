@@ -5,9 +5,9 @@
 import { ChatView } from './chat.js';
 import { CompareView } from './compare.js';
 import { LabView } from './lab.js';
-import { formatMs, formatParams, formatRate } from './format.js';
+import { formatMs, formatParams, formatRate, renderThreads } from './format.js';
 import { applyTranslations, ERROR_CODES, formatBytes, formatNumber, getLanguage, setLanguage, setText } from './i18n.js';
-import { SettingError, SettingsForm } from './settings.js';
+import { requestedThreads, SettingError, SettingsForm } from './settings.js';
 
 export const DEFAULT_MODEL_URL = 'models/smollm2-135m-instruct-q8_0.gguf';
 
@@ -37,6 +37,7 @@ const elements = {
     context: $('fact-context'),
     quant: $('fact-quant'),
     template: $('fact-template'),
+    threads: $('fact-threads'),
   },
   stats: {
     ttft: $('stat-ttft'),
@@ -52,7 +53,10 @@ const elements = {
 
 const chat = new ChatView($('messages'), $('message-scroller'), $('empty-state'));
 const settings = new SettingsForm(document);
-const compare = new CompareView(settings);
+// Threads of the chat worker and of each compare column's worker, fixed when
+// each worker loads its first model.
+const threads = requestedThreads();
+const compare = new CompareView(settings, threads);
 const lab = new LabView(compare, (view) => showView(view));
 const VIEWS = ['chat', 'compare', 'lab'];
 
@@ -219,6 +223,7 @@ function onLoaded(message) {
   renderSourceNote();
 
   renderModelFacts(message.info, message.name);
+  renderThreads(elements.facts.threads, message);
   elements.stats.load.textContent = formatMs(message.total_ms);
   elements.stats.load.title = `engine ${formatMs(message.load_ms)}, file ${formatMs(message.fetch_ms)}`;
   renderMemory(message.wasm_memory_bytes);
@@ -386,7 +391,7 @@ function loadModelFromUrl(url) {
   state.loading = { name, phase: 'download' };
   renderProgress({ phase: 'download', loaded: 0, total: 0 });
   renderControls();
-  worker.postMessage({ type: 'load', url: absoluteUrl.href, maxContext });
+  worker.postMessage({ type: 'load', url: absoluteUrl.href, maxContext, threads });
 }
 
 async function loadModelFromFile(file) {
@@ -409,7 +414,7 @@ async function loadModelFromFile(file) {
     renderControls();
     return;
   }
-  worker.postMessage({ type: 'load', bytes: buffer, name: file.name, maxContext }, [buffer]);
+  worker.postMessage({ type: 'load', bytes: buffer, name: file.name, maxContext, threads }, [buffer]);
 }
 
 function sendPrompt() {

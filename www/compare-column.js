@@ -2,7 +2,7 @@
 // protocol in docs/worker-protocol.md), its streamed reply, figures and
 // perplexity. CompareView (compare.js) owns the columns and runs the rounds.
 
-import { formatMs, formatParams, formatRate } from './format.js';
+import { formatMs, formatParams, formatRate, renderThreads } from './format.js';
 import { ERROR_CODES, formatBytes, formatNumber, setText, t } from './i18n.js';
 
 // Figures shown under each reply: row key, label key and optional help key.
@@ -14,6 +14,7 @@ const FIGURES = [
   ['prefill', 'stats.prefill'],
   ['decode', 'stats.decode'],
   ['memory', 'stats.memory'],
+  ['threads', 'model.threads', 'model.threads_help'],
   ['agreement', 'compare.agreement', 'compare.agreement_help'],
   ['perplexity', 'compare.perplexity', 'compare.perplexity_help'],
 ];
@@ -56,9 +57,10 @@ export class CompareColumn {
    * @param {File|null} options.file    a local file, or null for a URL
    * @param {object|null} options.entry the manifest entry, when the model comes from it
    * @param {number} options.maxContext context length for the engine
+   * @param {number} options.threads    threads that the worker requests on its first load
    * @param {object} options.listener   CompareView callbacks: onChange(column), onReplyFinished(column), onRemove(column)
    */
-  constructor({ label, url = null, file = null, entry = null, maxContext, listener }) {
+  constructor({ label, url = null, file = null, entry = null, maxContext, threads = 1, listener }) {
     this.id = nextColumnId;
     nextColumnId += 1;
     this.label = label;
@@ -66,6 +68,7 @@ export class CompareColumn {
     this.file = file;
     this.entry = entry;
     this.maxContext = maxContext;
+    this.threads = threads;
     this.listener = listener;
 
     // 'loading', 'ready', 'generating', 'scoring', 'evaluating', 'failed'
@@ -225,7 +228,7 @@ export class CompareColumn {
     setText(this.status, 'progress.load');
     if (this.url !== null) {
       const absoluteUrl = new URL(this.url, location.href).href;
-      this.worker.postMessage({ type: 'load', url: absoluteUrl, maxContext: this.maxContext });
+      this.worker.postMessage({ type: 'load', url: absoluteUrl, maxContext: this.maxContext, threads: this.threads });
       return;
     }
     let buffer;
@@ -237,7 +240,10 @@ export class CompareColumn {
       this.setState('failed');
       return;
     }
-    this.worker.postMessage({ type: 'load', bytes: buffer, name: this.file.name, maxContext: this.maxContext }, [buffer]);
+    this.worker.postMessage(
+      { type: 'load', bytes: buffer, name: this.file.name, maxContext: this.maxContext, threads: this.threads },
+      [buffer],
+    );
   }
 
   /**
@@ -321,6 +327,7 @@ export class CompareColumn {
     this.figures.params.textContent = formatParams(message.info.n_params);
     this.figures.params.dataset.value = String(message.info.n_params);
     this.renderMemory(message.wasm_memory_bytes);
+    renderThreads(this.figures.threads, message);
     this.hideError();
     this.setState('ready');
   }

@@ -22,9 +22,11 @@ export class CompareView {
   /**
    * @param {SettingsForm} settings sampling, system prompt and context length
    *   inputs of the sidebar, shared with the chat view
+   * @param {number} threads threads that each column's worker requests
    */
-  constructor(settings) {
+  constructor(settings, threads = 1) {
     this.settings = settings;
+    this.threads = threads;
     this.columns = [];
     this.choices = []; // {label, url, file, entry, cached}
     // Models made on this page (www/lab.js), kept when the manifest is read again.
@@ -222,6 +224,7 @@ export class CompareView {
       file,
       entry,
       maxContext,
+      threads: this.threads,
       listener: {
         onChange: () => this.onColumnChange(),
         onReplyFinished: (finished) => this.onReplyFinished(finished),

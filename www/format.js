@@ -27,3 +27,22 @@ export function formatParams(count) {
   }
   return `${formatNumber(count / 1e6, 1)} M`;
 }
+
+/**
+ * Shows the thread count of a `loaded` message, with the reason when the
+ * worker fell back to one thread (docs/worker-protocol.md).
+ */
+export function renderThreads(element, loaded) {
+  const count = Number.isFinite(loaded.threads) ? loaded.threads : 1;
+  const fallback = loaded.threads_fallback;
+  if (fallback) {
+    setText(element, `model.threads_fallback.${fallback.reason}`, { count, requested: loaded.threads_requested });
+    element.title = fallback.message;
+  } else {
+    delete element.dataset.i18n;
+    delete element.dataset.i18nParams;
+    element.textContent = String(count);
+    element.removeAttribute('title');
+  }
+  element.dataset.value = String(count);
+}

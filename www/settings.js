@@ -29,6 +29,11 @@ const FIELDS = [
   { id: 'seed', field: 'seed', label: 'sampling.seed', min: 0, max: MAX_SEED, integer: true, optional: true },
   { id: 'max-new-tokens', field: 'max_new_tokens', label: 'sampling.max_new_tokens', min: 1, max: 4096, integer: true },
 ];
+// Default thread count of the chat and compare workers: one per logical core,
+// at most this many.
+const MAX_DEFAULT_THREADS = 8;
+// Largest `threads` value that www/worker.js accepts.
+const MAX_THREADS = 64;
 const MAX_CONTEXT_FIELD = { id: 'max-context', label: 'model.max_context', min: 128, max: 32768, integer: true };
 
 /** Error for a setting outside its range; `params` fill the 'error.invalid_setting' string. */
@@ -137,4 +142,21 @@ export class SettingsForm {
   readMaxContext() {
     return parseField(MAX_CONTEXT_FIELD, this.maxContext);
   }
+}
+
+/**
+ * Returns the thread count for the chat and compare workers: the `threads`
+ * query parameter when it is an integer from 1 to MAX_THREADS, else
+ * navigator.hardwareConcurrency capped at MAX_DEFAULT_THREADS.
+ */
+export function requestedThreads(search = location.search) {
+  const raw = new URLSearchParams(search).get('threads');
+  if (raw !== null) {
+    const value = Number(raw);
+    if (Number.isInteger(value) && value >= 1 && value <= MAX_THREADS) {
+      return value;
+    }
+    console.warn(`prunechat: ignoring ?threads=${raw}; expected an integer from 1 to ${MAX_THREADS}`);
+  }
+  return Math.min(Math.max(navigator.hardwareConcurrency || 1, 1), MAX_DEFAULT_THREADS);
 }

@@ -5,11 +5,24 @@
 const MODEL_CACHE_NAME = 'prunechat-models-v1';
 const GGUF_MAGIC = [0x47, 0x47, 0x55, 0x46]; // "GGUF"
 const DEFAULT_MAX_CONTEXT = 2048;
+// Largest `threads` value a `load` accepts; each thread is a Web Worker.
+const MAX_THREADS = 64;
+// Each pool thread is a nested Web Worker that instantiates the module; on a
+// busy machine that can take seconds, but not a minute.
+const THREAD_POOL_TIMEOUT_MS = 60_000;
 
 // The wasm-bindgen module, imported on the first `load` so that a missing
 // pkg/ is reported as an `error` message instead of a failed worker script.
+// It is pkg-threads/ (with a rayon thread pool) or pkg/ (one thread), chosen
+// then and kept for the worker's life.
 let bindings = null;
 let wasm = null;
+// Threads that the first `load` requested and that the imported module runs,
+// and why a request for more threads fell back to pkg/ ({reason, message},
+// or null).
+let threadsRequested = 1;
+let threadCount = 1;
+let threadFallback = null;
 let engine = null;
 // Set after a WebAssembly.RuntimeError (a trap, for example a Rust panic or a
 // failed memory allocation): the wasm instance state can no longer be trusted.
@@ -81,9 +94,23 @@ function yieldToEventLoop() {
   });
 }
 
-async function ensureWasm() {
+/**
+ * Imports and initializes the wasm module on the first call. With `threads`
+ * above 1 it tries pkg-threads/ and starts that many pool threads. When that
+ * fails, it records the reason in `threadFallback` and uses pkg/. Later calls
+ * keep the first call's module, whatever `threads` they pass.
+ */
+async function ensureWasm(threads = 1) {
   if (wasm !== null) {
     return;
+  }
+  threadsRequested = threads;
+  if (threads > 1) {
+    threadFallback = threadsUnavailable() ?? (await startThreadedWasm(threads));
+    if (threadFallback === null) {
+      return;
+    }
+    console.warn(`prunechat worker: running on one thread instead of ${threads}: ${threadFallback.message}`);
   }
   try {
     bindings = await import('../pkg/prunechat.js');
@@ -95,6 +122,65 @@ async function ensureWasm() {
     );
   }
   wasm = await bindings.default();
+  threadCount = 1;
+}
+
+/**
+ * Returns {reason, message} when this worker cannot share wasm memory with
+ * other workers, or null when it can.
+ */
+function threadsUnavailable() {
+  if (self.crossOriginIsolated !== true) {
+    return {
+      reason: 'not_isolated',
+      message: 'the page is not cross-origin isolated (it needs the COOP and COEP headers of scripts/serve.py)',
+    };
+  }
+  try {
+    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+  } catch (error) {
+    return { reason: 'no_shared_memory', message: `this browser cannot create shared WebAssembly memory (${error.message})` };
+  }
+  return null;
+}
+
+/**
+ * Imports pkg-threads/, initializes it and starts `threads` pool threads.
+ * Sets `bindings` and `wasm` and returns null on success, or returns
+ * {reason, message} and leaves them unset.
+ */
+async function startThreadedWasm(threads) {
+  let threaded;
+  let instance;
+  try {
+    threaded = await import('../pkg-threads/prunechat.js');
+    instance = await threaded.default();
+  } catch (error) {
+    return {
+      reason: 'module_failed',
+      message: `loading pkg-threads/prunechat.js failed (${error.message}); build it with scripts/build-wasm-threads.sh`,
+    };
+  }
+  try {
+    await withTimeout(threaded.initThreadPool(threads), THREAD_POOL_TIMEOUT_MS, 'the thread pool did not start');
+  } catch (error) {
+    // NOTE: the threaded instance and any pool workers that did start stay
+    // allocated until this worker ends; pkg/ runs beside them.
+    return { reason: 'pool_failed', message: `starting ${threads} threads failed (${error.message})` };
+  }
+  bindings = threaded;
+  wasm = instance;
+  threadCount = threads;
+  return null;
+}
+
+/** Resolves or rejects as `promise` does, or rejects after `ms` milliseconds with `message`. */
+function withTimeout(promise, ms, message) {
+  let timer;
+  const timeout = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${message} within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function assertEngineUsable() {
@@ -248,10 +334,23 @@ function fileNameFromUrl(url) {
 // ---------------------------------------------------------------------------
 // Commands
 
+/** Returns the `threads` field of a load message: 1 when absent, else an integer from 1 to MAX_THREADS. */
+function requestedThreads(message) {
+  if (message.threads === undefined || message.threads === null) {
+    return 1;
+  }
+  if (!Number.isInteger(message.threads) || message.threads < 1 || message.threads > MAX_THREADS) {
+    throw new WorkerError('bad_message', `threads must be an integer from 1 to ${MAX_THREADS}, got ${message.threads}.`, {
+      field: 'threads',
+    });
+  }
+  return message.threads;
+}
+
 async function handleLoad(message) {
   const maxContext = Number(message.maxContext) || DEFAULT_MAX_CONTEXT;
   const started = performance.now();
-  await ensureWasm();
+  await ensureWasm(requestedThreads(message));
 
   let bytes;
   let name;
@@ -302,6 +401,9 @@ async function handleLoad(message) {
     fetch_ms: fetchedAt - started,
     total_ms: finished - started,
     wasm_memory_bytes: wasmMemoryBytes(),
+    threads: info.threads ?? threadCount,
+    threads_requested: threadsRequested,
+    threads_fallback: threadFallback,
   });
 }
 

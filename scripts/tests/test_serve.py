@@ -16,7 +16,7 @@ from pathlib import Path
 SERVE_PY = Path(__file__).resolve().parent.parent / "serve.py"
 
 EXPECTED_CSP = (
-    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
     "connect-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "object-src 'none'; base-uri 'none'"
 )
@@ -157,6 +157,40 @@ class ServeTest(unittest.TestCase):
         response, _ = self.request("/pkg")
         self.assertEqual(response.status, 301)
         self.assertTrue(response.getheader("Location").endswith("/pkg/"))
+
+    def test_no_isolation_drops_coop_and_coep(self):
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(SERVE_PY),
+                "--port",
+                "0",
+                "--root",
+                str(Path(self.temp_dir.name) / "root"),
+                "--no-isolation",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            url = process.stdout.readline().strip()
+            self.assertTrue(url.startswith("http://127.0.0.1:"), url)
+            port = int(url.rstrip("/").rsplit(":", 1)[1])
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            self.addCleanup(connection.close)
+            connection.request("GET", "/index.html")
+            response = connection.getresponse()
+            response.read()
+            self.assertEqual(response.status, 200)
+            self.assertIsNone(response.getheader("Cross-Origin-Opener-Policy"))
+            self.assertIsNone(response.getheader("Cross-Origin-Embedder-Policy"))
+            self.assertEqual(response.getheader("Content-Security-Policy"), EXPECTED_CSP)
+            self.assertEqual(response.getheader("Cross-Origin-Resource-Policy"), "same-origin")
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            process.stdout.close()
 
     def test_server_stops_on_sigterm(self):
         process = subprocess.Popen(

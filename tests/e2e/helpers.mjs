@@ -72,8 +72,15 @@ function recordWorkerMessages() {
  * Console errors that match one of `expectedConsoleErrors` (regular
  * expressions) go to `session.expectedErrors` instead, for tests that cause
  * one on purpose. `session.response` is the response to the page request.
+ * `origin` defaults to PRUNECHAT_URL.
  */
-export async function openChat({ maxContext = null, onContext = null, path = '/', expectedConsoleErrors = [] } = {}) {
+export async function openChat({
+  maxContext = null,
+  onContext = null,
+  origin = BASE_URL,
+  path = '/',
+  expectedConsoleErrors = [],
+} = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   onContext?.(context);
   const problems = [];
@@ -97,7 +104,7 @@ export async function openChat({ maxContext = null, onContext = null, path = '/'
   const page = await context.newPage();
   page.on('pageerror', (error) => problems.push(`pageerror: ${error.message}`));
   page.on('crash', () => problems.push('page crashed'));
-  const response = await page.goto(`${BASE_URL}${path}`);
+  const response = await page.goto(`${origin}${path}`);
 
   return {
     context,

@@ -5,8 +5,8 @@
 //! the number of threads.
 //!
 //! A decode step hands out about a hundred small matmuls, tens of microseconds each. Handing
-//! each to rayon cost more than it saved on two cores: the caller sleeps until a pool thread
-//! wakes, picks up the job and wakes it again, and decoding on two threads ran at 40 tokens/s
+//! each to rayon cost more than it saved on two cores. The caller slept until a pool thread
+//! woke, took the job and woke the caller again. Decoding on two threads ran at 40 tokens/s
 //! against 67 on one. So the helpers here spin for a while between jobs, and the caller runs
 //! one range itself.
 
@@ -59,17 +59,17 @@ mod pool {
     use std::sync::{Mutex, OnceLock};
     use std::thread::Thread;
 
-    /// Rounds a helper polls for the next job before it parks. About 100 microseconds in
-    /// Chromium on this machine's cores (an estimate): longer than the gaps between the
-    /// matmuls of a decode step, far shorter than the pause between two chat turns.
+    /// Rounds a helper polls for the next job before it parks, about 100 microseconds in
+    /// Chromium on a 2-core AMD EPYC (an estimate). That is longer than the gaps between the
+    /// matmuls of a decode step and far shorter than the pause between two chat turns.
     const SPIN_ROUNDS: u32 = 100_000;
 
     type Task = dyn Fn(usize) + Sync;
 
-    /// Helper threads that run part `i + 1` of each job; the caller runs part 0.
+    /// Helper threads that run part `i + 1` of each job, while the caller runs part 0.
     pub struct Pool {
         pub helpers: usize,
-        /// Incremented for each job; helpers start a job when it changes.
+        /// Job counter, incremented for each job. Helpers start a job when it changes.
         generation: AtomicUsize,
         /// Helpers that have not finished the current job.
         pending: AtomicUsize,
@@ -82,14 +82,14 @@ mod pool {
     }
 
     // SAFETY: `task` is only written while no helper reads it (between jobs), as described on
-    // the field; everything else is atomic or behind a mutex.
+    // the field. Everything else is atomic or behind a mutex.
     unsafe impl Sync for Pool {}
     unsafe impl Send for Pool {}
 
     static POOL: OnceLock<Option<&'static Pool>> = OnceLock::new();
 
-    /// The pool, started on first use with one helper per rayon thread but one; `None` when
-    /// rayon has a single thread.
+    /// Returns the pool, started on first use with one helper per rayon thread but one, or
+    /// `None` when rayon has a single thread.
     pub fn get() -> Option<&'static Pool> {
         *POOL.get_or_init(|| {
             let helpers = rayon::current_num_threads().saturating_sub(1);
@@ -150,7 +150,7 @@ mod pool {
         }
 
         /// Runs `task(0)` here and `task(1..=helpers)` on the helpers, and returns when all
-        /// are done. Calls must not overlap; the engine makes them from one thread.
+        /// are done. Calls must not overlap, so the engine makes them from one thread.
         pub fn run<'a>(&self, task: &'a (dyn Fn(usize) + Sync + 'a)) {
             self.pending.store(self.helpers, Ordering::SeqCst);
             // SAFETY: no helper reads `task` between jobs, and this function does not return

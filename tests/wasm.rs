@@ -408,6 +408,31 @@ fn q8_kernel_is_bit_identical_to_candle_in_the_browser() {
             differing, 0,
             "{rows}x{cols}, {m} rows: {differing} outputs differ"
         );
+
+        // Naive reference: the dequantized weights and the dequantized Q8_0 input, summed in
+        // f64. Only f32 rounding separates the kernel from it.
+        let x_q = QTensor::quantize(&xt, GgmlDType::Q8_0)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mut w_row = vec![0f32; cols];
+        for r in 0..m {
+            for j in 0..rows {
+                repacked.dequantize_row(j, &mut w_row);
+                let naive: f64 = w_row
+                    .iter()
+                    .zip(&x_q[r])
+                    .map(|(&w, &x)| w as f64 * x as f64)
+                    .sum();
+                let got = out[r * rows + j] as f64;
+                assert!(
+                    (got - naive).abs() <= 1e-5 * (1.0 + naive.abs()),
+                    "{rows}x{cols}, row {r}, output {j}: {got} vs naive {naive}"
+                );
+            }
+        }
     }
 }
 

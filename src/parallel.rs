@@ -7,8 +7,8 @@
 //! A decode step hands out about a hundred small matmuls, tens of microseconds each. Handing
 //! each to rayon cost more than it saved on two cores. The caller slept until a pool thread
 //! woke, took the job and woke the caller again. Decoding on two threads ran at 40 tokens/s
-//! against 67 on one. So the helpers here spin for a while between jobs, and the caller runs
-//! one range itself.
+//! against 67 on one. So the helpers here spin for a while between jobs, and the caller takes
+//! ranges too: whichever thread is free takes the next range.
 
 use std::ops::Range;
 
@@ -39,11 +39,7 @@ where
     #[cfg(feature = "threads")]
     {
         let pool = pool::get().expect("more than one part means a pool with helpers");
-        pool.run(&|part: usize| {
-            if let Some(range) = parts.get(part) {
-                f(range.clone())
-            }
-        });
+        pool.run(parts.len(), &|part: usize| f(parts[part].clone()));
     }
     #[cfg(not(feature = "threads"))]
     for r in parts {
@@ -55,7 +51,7 @@ where
 mod pool {
     use std::cell::UnsafeCell;
     use std::hint::spin_loop;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Mutex, OnceLock};
     use std::thread::Thread;
 
@@ -64,25 +60,38 @@ mod pool {
     /// matmuls of a decode step and far shorter than the pause between two chat turns.
     const SPIN_ROUNDS: u32 = 100_000;
 
+    /// Rounds the caller waits for a part that a helper took before it concludes that the
+    /// helper has stopped.
+    const HELPER_LOST_SPINS: u64 = 1 << 35;
+
     type Task = dyn Fn(usize) + Sync;
 
-    /// Helper threads that run part `i + 1` of each job, while the caller runs part 0.
+    /// Helper threads that share each job's parts with the calling thread. Every thread takes
+    /// the next untaken part until none is left, so a helper that the operating system has not
+    /// scheduled (other programs on the cores) delays nothing: the caller does its parts.
     pub struct Pool {
         pub helpers: usize,
-        /// Job counter, incremented for each job. Helpers start a job when it changes.
-        generation: AtomicUsize,
-        /// Helpers that have not finished the current job.
-        pending: AtomicUsize,
-        /// The current job. Written by the caller before it increments `generation`, read by
-        /// helpers after they see the new value, and valid until `pending` reaches zero.
+        /// The job's number in the high 32 bits and the next untaken part in the low 32 bits.
+        /// Taking a part is a compare-and-swap on both, so a helper that still looks at an
+        /// earlier job can never take a part of the current one.
+        state: AtomicU64,
+        /// Parts of the current job, written before its number is published.
+        parts: AtomicUsize,
+        /// Parts of the current job that are finished.
+        done: AtomicUsize,
+        /// The current job. Written by the caller before it publishes the job's number, read
+        /// by a thread only after it took a part, and valid until every part is done.
         task: UnsafeCell<Option<*const Task>>,
         sleeping: Vec<AtomicBool>,
         handles: Mutex<Vec<Option<Thread>>>,
         started: AtomicUsize,
+        /// Set while a job runs. A call made meanwhile (from inside a job) runs its parts in
+        /// order on its own thread instead of replacing the job the others are reading.
+        busy: AtomicBool,
     }
 
-    // SAFETY: `task` is only written while no helper reads it (between jobs), as described on
-    // the field. Everything else is atomic or behind a mutex.
+    // SAFETY: `task` is only written while no thread can read it (between jobs), as described
+    // on the field. Everything else is atomic or behind a mutex.
     unsafe impl Sync for Pool {}
     unsafe impl Send for Pool {}
 
@@ -98,12 +107,14 @@ mod pool {
             }
             let pool: &'static Pool = Box::leak(Box::new(Pool {
                 helpers,
-                generation: AtomicUsize::new(0),
-                pending: AtomicUsize::new(0),
+                state: AtomicU64::new(0),
+                parts: AtomicUsize::new(0),
+                done: AtomicUsize::new(0),
                 task: UnsafeCell::new(None),
                 sleeping: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
                 handles: Mutex::new(vec![None; helpers]),
                 started: AtomicUsize::new(0),
+                busy: AtomicBool::new(false),
             }));
             for i in 0..helpers {
                 rayon::spawn(move || pool.helper(i));
@@ -122,9 +133,10 @@ mod pool {
             let mut seen = 0;
             loop {
                 let mut spins = 0;
-                loop {
-                    if self.generation.load(Ordering::SeqCst) != seen {
-                        break;
+                let job = loop {
+                    let job = self.state.load(Ordering::SeqCst) >> 32;
+                    if job != seen {
+                        break job;
                     }
                     spins += 1;
                     if spins < SPIN_ROUNDS {
@@ -134,34 +146,68 @@ mod pool {
                     // Announce the sleep, then look once more, so a job published in between
                     // is either seen here or followed by an unpark.
                     self.sleeping[i].store(true, Ordering::SeqCst);
-                    if self.generation.load(Ordering::SeqCst) == seen {
+                    if self.state.load(Ordering::SeqCst) >> 32 == seen {
                         std::thread::park();
                     }
                     self.sleeping[i].store(false, Ordering::SeqCst);
                     spins = 0;
-                }
-                seen = self.generation.load(Ordering::SeqCst);
-                // SAFETY: the caller wrote `task` before incrementing `generation` and keeps
-                // it alive until `pending` is zero, which needs this helper's decrement below.
-                let task = unsafe { &*(*self.task.get()).expect("a job is published") };
-                task(i + 1);
-                self.pending.fetch_sub(1, Ordering::Release);
+                };
+                seen = job;
+                self.take_parts(job);
             }
         }
 
-        /// Runs `task(0)` here and `task(1..=helpers)` on the helpers, and returns when all
-        /// are done. Calls must not overlap, so the engine makes them from one thread.
-        pub fn run<'a>(&self, task: &'a (dyn Fn(usize) + Sync + 'a)) {
-            self.pending.store(self.helpers, Ordering::SeqCst);
-            // SAFETY: no helper reads `task` between jobs, and this function does not return
-            // before every helper has finished with it, so the erased lifetime is not outlived.
+        /// Runs untaken parts of job `job` until none is left or another job has started.
+        fn take_parts(&self, job: u64) {
+            loop {
+                let state = self.state.load(Ordering::SeqCst);
+                if state >> 32 != job {
+                    return;
+                }
+                let part = (state & u64::from(u32::MAX)) as usize;
+                if part >= self.parts.load(Ordering::SeqCst) {
+                    return;
+                }
+                if self
+                    .state
+                    .compare_exchange(state, state + 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    continue;
+                }
+                // SAFETY: part `part` of the current job is taken and not done, so the caller
+                // has not returned and `task` still points to its job.
+                let task = unsafe { &*(*self.task.get()).expect("a job is published") };
+                task(part);
+                self.done.fetch_add(1, Ordering::Release);
+            }
+        }
+
+        /// Runs `task(0..parts)` on this thread and the helpers, and returns when all are
+        /// done. A call made while another runs does its parts in order on its own thread.
+        pub fn run<'a>(&self, parts: usize, task: &'a (dyn Fn(usize) + Sync + 'a)) {
+            if self.busy.swap(true, Ordering::AcqRel) {
+                for part in 0..parts {
+                    task(part);
+                }
+                return;
+            }
+            // SAFETY: no thread reads `task` between jobs, and this function does not return
+            // before every part is done, so the erased lifetime is not outlived.
             unsafe {
                 *self.task.get() = Some(std::mem::transmute::<
                     &'a (dyn Fn(usize) + Sync + 'a),
                     &'static Task,
                 >(task));
             }
-            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.parts.store(parts, Ordering::SeqCst);
+            self.done.store(0, Ordering::SeqCst);
+
+            // Publish the job and wake the helpers that sleep.
+            let job =
+                (self.state.load(Ordering::SeqCst) >> 32).wrapping_add(1) & u64::from(u32::MAX);
+            let job = if job == 0 { 1 } else { job };
+            self.state.store(job << 32, Ordering::SeqCst);
             for (i, sleeping) in self.sleeping.iter().enumerate() {
                 if sleeping.load(Ordering::SeqCst) {
                     if let Some(handle) = &self.handles.lock().expect("no helper panicked")[i] {
@@ -169,10 +215,21 @@ mod pool {
                     }
                 }
             }
-            task(0);
-            while self.pending.load(Ordering::Acquire) != 0 {
+
+            self.take_parts(job);
+
+            let mut spins: u64 = 0;
+            while self.done.load(Ordering::Acquire) < parts {
                 spin_loop();
+                spins += 1;
+                // A helper that trapped never finishes its part. The largest part, a prefill
+                // chunk's FFN, takes milliseconds, so this many rounds (seconds) means a
+                // helper is gone: stop with a message rather than spin forever.
+                if spins == HELPER_LOST_SPINS {
+                    panic!("a helper thread of the thread pool stopped; reload the page");
+                }
             }
+            self.busy.store(false, Ordering::Release);
         }
     }
 }

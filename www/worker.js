@@ -137,7 +137,8 @@ function threadsUnavailable() {
     };
   }
   try {
-    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    // The threaded module declares the 4 GiB maximum (65536 pages), so probe with it.
+    new WebAssembly.Memory({ initial: 1, maximum: 65536, shared: true });
   } catch (error) {
     return { reason: 'no_shared_memory', message: `this browser cannot create shared WebAssembly memory (${error.message})` };
   }

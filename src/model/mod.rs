@@ -51,10 +51,13 @@ enum Linear {
 }
 
 impl Linear {
-    fn new(t: QTensor) -> Result<Self> {
+    /// Wraps the tensor `name`, repacking Q8_0 in the browser build.
+    fn new(name: &str, t: QTensor) -> Result<Self> {
         if REPACK_Q8 {
-            if let Some(m) = Q8Matrix::from_qtensor(&t)? {
-                return Ok(Self::Q8(Arc::new(m)));
+            match Q8Matrix::from_qtensor(&t) {
+                Ok(Some(m)) => return Ok(Self::Q8(Arc::new(m))),
+                Ok(None) => {}
+                Err(e) => return Err(Error::tensor(name, e.to_string())),
             }
         }
         Ok(Self::Other(QMatMul::from_qtensor(t)?))
@@ -75,6 +78,15 @@ impl Linear {
         let long = dequantize && rows >= DEQUANTIZE_MIN_ROWS;
         match self {
             Self::Q8(m) => {
+                if k != m.cols() {
+                    return Err(Error::invalid_argument(
+                        "matmul input",
+                        format!(
+                            "{k} features for a weight matrix of {} columns; the model's shapes do not match",
+                            m.cols()
+                        ),
+                    ));
+                }
                 let mut dims = x.dims().to_vec();
                 *dims.last_mut().expect("x has a last dimension") = m.rows();
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
@@ -207,7 +219,12 @@ impl Model {
             None
         };
         let (token_embd, tied) = match repacked {
-            Some(m) => (Embedding::Q8(m.clone()), Linear::Q8(m)),
+            Some(m) => {
+                // Free the file's copy before the layers are repacked; wasm memory that grows
+                // for it never shrinks again.
+                drop(token_embd);
+                (Embedding::Q8(m.clone()), Linear::Q8(m))
+            }
             None => {
                 let t = Arc::new(token_embd);
                 (
@@ -219,7 +236,7 @@ impl Model {
         let output = if config.tied_embeddings {
             tied
         } else {
-            Linear::new(take("output.weight".into())?)?
+            Linear::new("output.weight", take("output.weight".into())?)?
         };
         let output_norm = vector(
             take("output_norm.weight".into())?,
@@ -231,7 +248,8 @@ impl Model {
         for (l, dims) in config.layers.iter().enumerate() {
             let mut matmul = |short: &str| -> Result<Linear> {
                 let name = format!("blk.{l}.{short}.weight");
-                Linear::new(take(name)?)
+                let t = take(name.clone())?;
+                Linear::new(&name, t)
             };
             let attn_q = matmul("attn_q")?;
             let attn_k = matmul("attn_k")?;

@@ -232,7 +232,10 @@ impl Q8Matrix {
             if id >= self.rows {
                 return Err(Error::invalid_argument(
                     "token id",
-                    format!("{id} is outside the table of {} rows", self.rows),
+                    format!(
+                        "{id} is outside the embedding table of {} rows; the tokenizer does not match the model",
+                        self.rows
+                    ),
                 ));
             }
             self.dequantize_row(id, &mut out[i * self.cols..(i + 1) * self.cols]);

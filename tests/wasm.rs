@@ -438,8 +438,10 @@ fn q8_kernel_is_bit_identical_to_candle_in_the_browser() {
 
 #[wasm_bindgen_test]
 fn long_prefill_agrees_with_decoding() {
-    // 80 positions run through the Q8_0 kernel in tiles of input rows and through batched
-    // attention. Decoding the same tokens one at a time takes one row per call.
+    // 80 positions take the dequantized F32 GEMM (64 rows and more) and batched attention.
+    // Decoding the same tokens one at a time takes the Q8_0 kernel, which quantizes its input.
+    // Input quantization separates the two, so they agree only within a tolerance relative to
+    // the size of the logits; mixed-up output rows would differ by the logits' own size.
     let spec = TinySpec {
         dtype: GgmlDType::Q8_0,
         layers: vec![(4, 2, 96), (4, 2, 96)],
@@ -463,5 +465,9 @@ fn long_prefill_agrees_with_decoding() {
             .unwrap();
     }
     let diff = max_abs_diff(&prefill, &step);
-    assert!(diff < 1e-3, "prefill and decode logits differ by {diff}");
+    let scale = step.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        diff < 0.02 * scale,
+        "prefill and decode logits differ by {diff}; the largest logit is {scale}"
+    );
 }

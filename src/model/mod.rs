@@ -29,9 +29,8 @@ use crate::gguf::Gguf;
 /// split so the attention scores stay within `n_heads * PREFILL_CHUNK * context` floats.
 pub const PREFILL_CHUNK: usize = 256;
 
-/// Input rows (positions) from which a candle `QMatMul` dequantizes its weight and runs an F32
-/// GEMM instead of one quantized dot product per row and output. This applies natively and to
-/// weight types other than Q8_0 in the browser. A one-off measurement of candle's kernel in
+/// Input rows (positions) from which a matmul dequantizes its weight and runs an F32 GEMM
+/// instead of one quantized dot product per row and output. A one-off measurement of candle's kernel in
 /// headless Chromium on a 1536x576 Q8_0 weight: 256 rows took 74 ms quantized and 25 ms
 /// dequantized, including 1 ms to dequantize. At 32 rows the quantized path was faster.
 const DEQUANTIZE_MIN_ROWS: usize = 64;
@@ -63,9 +62,11 @@ impl Linear {
         Ok(Self::Other(QMatMul::from_qtensor(t)?))
     }
 
-    /// Maps `x` `(batch, seq, in)` to `(batch, seq, out)`. Repacked Q8_0 weights always take
-    /// the quantized kernel, which reuses each weight block across a tile of input rows. A
-    /// candle `QMatMul` dequantizes from `DEQUANTIZE_MIN_ROWS` rows on and runs an F32 GEMM.
+    /// Maps `x` `(batch, seq, in)` to `(batch, seq, out)`. From `DEQUANTIZE_MIN_ROWS` rows on,
+    /// the weight is dequantized and an F32 GEMM runs, with the input unquantized. SmolLM2 has
+    /// outlier activations, and quantizing them to Q8_0 changed the first greedy token of a
+    /// 75-token prompt away from the F32 result and from llama.cpp's, so long prompts keep F32
+    /// although the quantized kernel prefilled 1.2 times faster.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_with(x, true)
     }
@@ -89,6 +90,10 @@ impl Linear {
                 }
                 let mut dims = x.dims().to_vec();
                 *dims.last_mut().expect("x has a last dimension") = m.rows();
+                if long {
+                    let x2 = x.reshape((rows, k))?;
+                    return Ok(gemm_by_row_ranges(m, &x2)?.reshape(dims)?);
+                }
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
                 let input = Q8Input::quantize(&xs, rows, k);
                 let mut out = vec![0f32; rows * m.rows()];
@@ -102,6 +107,31 @@ impl Linear {
             Self::Other(weight) => Ok(weight.forward(x)?),
         }
     }
+}
+
+/// Multiplies `x` `(rows, in)` by the transposed dequantized weight: one F32 GEMM per range of
+/// output rows, one range per thread, so each thread dequantizes only its own rows.
+fn gemm_by_row_ranges(m: &Q8Matrix, x: &Tensor) -> Result<Tensor> {
+    let parts = std::sync::Mutex::new(Vec::new());
+    crate::parallel::for_each_range(m.rows(), 4, 0, |range| {
+        let part = m
+            .dequantize_rows(range.clone())
+            .and_then(|w| Ok(x.matmul(&w.t()?)?));
+        parts
+            .lock()
+            .expect("no thread panicked")
+            .push((range.start, part));
+    });
+    let mut parts = parts.into_inner().expect("no thread panicked");
+    parts.sort_by_key(|(start, _)| *start);
+    let parts = parts
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect::<Result<Vec<_>>>()?;
+    if parts.len() == 1 {
+        return Ok(parts.into_iter().next().expect("one part"));
+    }
+    Ok(Tensor::cat(&parts, 1)?)
 }
 
 /// The token embedding table; a tied output head shares it.

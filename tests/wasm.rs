@@ -441,7 +441,7 @@ fn long_prefill_agrees_with_decoding() {
     // 80 positions take the dequantized F32 GEMM (64 rows and more) and batched attention.
     // Decoding the same tokens one at a time takes the Q8_0 kernel, which quantizes its input.
     // Input quantization separates the two, so they agree only within a tolerance relative to
-    // the size of the logits; mixed-up output rows would differ by the logits' own size.
+    // the size of the logits. Mixed-up output rows would differ by the logits' own size.
     let spec = TinySpec {
         dtype: GgmlDType::Q8_0,
         layers: vec![(4, 2, 96), (4, 2, 96)],
@@ -455,6 +455,7 @@ fn long_prefill_agrees_with_decoding() {
         .unwrap()
         .to_vec1()
         .unwrap();
+
     let mut cache = KvCache::new(model.config(), 128);
     let mut step = Vec::new();
     for &t in &tokens {

@@ -7,8 +7,8 @@
 //! candle do, and the dot product of each block is summed in integers.
 //!
 //! The wasm SIMD128 kernel reproduces the arithmetic of candle's `vec_dot_q8_0_q8_0` for
-//! wasm exactly (the same four i32 lanes, the same f32 scaling and summation order), so its
-//! results are bit-identical to `QMatMul` in the browser; it is faster because it shares each
+//! wasm exactly: the same four i32 lanes, the same f32 scaling and summation order. So its
+//! results are bit-identical to `QMatMul` in the browser. It is faster because it shares each
 //! input block between four output rows and reads no f16 scales. Other targets run a scalar
 //! loop with the same lane structure, which the native tests compare with a naive reference.
 //!
@@ -286,7 +286,7 @@ fn round_half_away(t: f32) -> f32 {
     }
 }
 
-/// Where block `b` of row `row` starts in `Q8Matrix::qs`, and the index of its scale.
+/// Returns where block `b` of row `row` starts in `Q8Matrix::qs`, and the index of its scale.
 fn block_position(rows: usize, cols: usize, row: usize, b: usize) -> (usize, usize) {
     let nb = cols / BLOCK;
     let grouped = rows / ROW_GROUP * ROW_GROUP;
@@ -359,7 +359,9 @@ mod kernel {
     /// Dot products of one input row with a group of four interleaved weight rows.
     pub fn dot4(xq: &[i8], xd: &[f32], wq: &[i8], wd: &[f32]) -> [f32; 4] {
         let nb = xd.len();
-        assert!(xq.len() >= nb * BLOCK && wq.len() >= nb * 4 * BLOCK && wd.len() >= nb * 4);
+        assert!(xq.len() >= nb * BLOCK);
+        assert!(wq.len() >= nb * 4 * BLOCK);
+        assert!(wd.len() >= nb * 4);
         let (mut a0, mut a1, mut a2, mut a3) = (
             f32x4_splat(0.0),
             f32x4_splat(0.0),
@@ -397,7 +399,9 @@ mod kernel {
 
     pub fn dot1(xq: &[i8], xd: &[f32], wq: &[i8], wd: &[f32]) -> f32 {
         let nb = xd.len();
-        assert!(xq.len() >= nb * BLOCK && wq.len() >= nb * BLOCK && wd.len() >= nb);
+        assert!(xq.len() >= nb * BLOCK);
+        assert!(wq.len() >= nb * BLOCK);
+        assert!(wd.len() >= nb);
         let mut acc = f32x4_splat(0.0);
         for b in 0..nb {
             let o = b * BLOCK;
@@ -422,7 +426,7 @@ mod kernel {
 mod kernel {
     use super::{lane_sum, BLOCK};
 
-    /// The scalar form of the SIMD kernel: the same four lanes, the same order of operations.
+    /// Computes what the SIMD kernel computes, with the same four lanes and order of operations.
     pub fn dot1(xq: &[i8], xd: &[f32], wq: &[i8], wd: &[f32]) -> f32 {
         let mut acc = [0f32; 4];
         for (b, (&x_scale, &w_scale)) in xd.iter().zip(wd).enumerate() {

@@ -5,7 +5,9 @@
 # the threaded pkg-threads/), native release build, model fetch and
 # conversion, the compare view's pruned models, then the five suites:
 #   scripts python3 -m unittest discover -s scripts/tests (scripts/serve.py)
-#   native  cargo test --release
+#   native  cargo test --release, then the thread pool's tests, which need
+#           the feature `threads` (cargo test --release --features threads
+#           --lib parallel::pool_tests)
 #   wasm    wasm-pack test --headless --chrome --release (Chromium via ChromeDriver)
 #   e2e     node --test tests/e2e/ against scripts/serve.py on a free port,
 #           whose URL the tests read from PRUNECHAT_URL
@@ -117,7 +119,10 @@ start_server() {
 
 run_suite scripts python3 -m unittest discover -s scripts/tests -v
 
-run_suite native cargo test --release
+run_suite native bash -c 'status=0
+cargo test --release || status=$?
+cargo test --release --features threads --lib parallel::pool_tests || status=$?
+exit "$status"'
 
 run_suite wasm wasm-pack test --headless --chrome --release
 

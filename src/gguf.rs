@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::Path;
 
+use candle_core::quantized::ggml_file;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
@@ -44,6 +45,7 @@ impl Gguf {
                 start.join(" ")
             )));
         }
+        check_alignment(bytes)?;
         let mut reader = Cursor::new(bytes);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| {
             Error::InvalidGguf(if is_unexpected_eof(&e) {
@@ -61,10 +63,22 @@ impl Gguf {
         infos.sort_by_key(|(name, info)| (info.offset, (*name).clone()));
         let mut tensors = Vec::with_capacity(infos.len());
         for (name, info) in infos {
-            validate_tensor_info(name, info, bytes.len() as u64, content.tensor_data_offset)?;
-            let tensor = info
-                .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
-                .map_err(|e| Error::tensor(name, candle_message(&e)))?;
+            let range =
+                validate_tensor_info(name, info, bytes.len() as u64, content.tensor_data_offset)?;
+            let raw = &bytes[range];
+            // Data aligned to 8 bytes (enough for every GGML block type) is read in place, so the
+            // whole file is not copied once more. Otherwise candle copies it to a new buffer.
+            let tensor = if raw.as_ptr() as usize % 8 == 0 {
+                ggml_file::qtensor_from_ggml(
+                    info.ggml_dtype,
+                    raw,
+                    info.shape.dims().to_vec(),
+                    &Device::Cpu,
+                )
+            } else {
+                info.read(&mut reader, content.tensor_data_offset, &Device::Cpu)
+            }
+            .map_err(|e| Error::tensor(name, candle_message(&e)))?;
             tensors.push((name.clone(), tensor));
         }
         Ok(Self {
@@ -226,13 +240,118 @@ impl Gguf {
     }
 }
 
-/// Checks what candle's reader does not: that the tensor's data lies inside the file.
+/// Rejects a `general.alignment` of 0 or one that is not a power of two, as llama.cpp does;
+/// candle's reader divides by it. Walks the metadata section only. A header that ends early
+/// or contains an unknown value type is left for candle's reader to report.
+fn check_alignment(bytes: &[u8]) -> Result<()> {
+    let mut walker = HeaderWalker {
+        bytes,
+        at: 4,
+        wide: true,
+    };
+    let Some(alignment) = walker.find_alignment() else {
+        return Ok(());
+    };
+    if alignment > 0 && (alignment as u64).is_power_of_two() {
+        return Ok(());
+    }
+    Err(Error::InvalidKey {
+        key: "general.alignment".into(),
+        message: format!(
+            "{alignment} is not a power of two; the tensor data cannot be aligned to it. \
+             Remove the key (the default is 32) or set it to a power of two"
+        ),
+    })
+}
+
+/// Reads the GGUF header from the start; every read returns `None` past the end.
+struct HeaderWalker<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// Counts and string lengths are 64-bit from version 2 on, 32-bit in version 1.
+    wide: bool,
+}
+
+impl HeaderWalker<'_> {
+    fn take(&mut self, n: u64) -> Option<&[u8]> {
+        let end = self.at.checked_add(usize::try_from(n).ok()?)?;
+        let slice = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(slice)
+    }
+
+    fn uint(&mut self, n: u64) -> Option<u64> {
+        let mut le = [0u8; 8];
+        le[..n as usize].copy_from_slice(self.take(n)?);
+        Some(u64::from_le_bytes(le))
+    }
+
+    fn count(&mut self) -> Option<u64> {
+        self.uint(if self.wide { 8 } else { 4 })
+    }
+
+    /// Returns the value of `general.alignment` as an integer, if the key has an integer type
+    /// candle reads it from (signed values below zero are ignored there too).
+    fn find_alignment(&mut self) -> Option<i64> {
+        let version = self.uint(4)?;
+        self.wide = version >= 2;
+        let _tensor_count = self.count()?;
+        let kv_count = self.count()?;
+        for _ in 0..kv_count {
+            let key_len = self.count()?;
+            let key = self.take(key_len)?;
+            let is_alignment = key == b"general.alignment";
+            let value_type = self.uint(4)?;
+            if is_alignment {
+                let value = match value_type {
+                    0 => self.uint(1)? as i64,
+                    1 => self.uint(1)? as u8 as i8 as i64,
+                    2 => self.uint(2)? as i64,
+                    3 => self.uint(2)? as u16 as i16 as i64,
+                    4 => self.uint(4)? as i64,
+                    5 => self.uint(4)? as u32 as i32 as i64,
+                    _ => return None,
+                };
+                return (value >= 0).then_some(value);
+            }
+            self.skip_value(value_type, 0)?;
+        }
+        None
+    }
+
+    /// Skips one value of GGUF type `value_type`; `depth` bounds nested arrays.
+    fn skip_value(&mut self, value_type: u64, depth: u32) -> Option<()> {
+        let fixed = match value_type {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            10..=12 => 8,
+            8 => {
+                let len = self.count()?;
+                return self.take(len).map(|_| ());
+            }
+            9 if depth < 8 => {
+                let item_type = self.uint(4)?;
+                let n = self.count()?;
+                for _ in 0..n {
+                    self.skip_value(item_type, depth + 1)?;
+                }
+                return Some(());
+            }
+            _ => return None,
+        };
+        self.take(fixed).map(|_| ())
+    }
+}
+
+/// Checks what candle's reader does not: that the tensor's data lies inside the file. Returns
+/// where it lies.
 fn validate_tensor_info(
     name: &str,
     info: &gguf_file::TensorInfo,
     file_bytes: u64,
     data_offset: u64,
-) -> Result<()> {
+) -> Result<std::ops::Range<usize>> {
     let dims = info.shape.dims();
     let mut n_elements: u64 = 1;
     for &d in dims {
@@ -272,8 +391,9 @@ fn validate_tensor_info(
         })?;
     let start = data_offset.checked_add(info.offset);
     let end = start.and_then(|s| s.checked_add(n_bytes));
-    match end {
-        Some(end) if end <= file_bytes => Ok(()),
+    match (start, end) {
+        // Both fit in usize: the file is in memory and `end` does not pass its length.
+        (Some(start), Some(end)) if end <= file_bytes => Ok(start as usize..end as usize),
         _ => Err(Error::tensor(
             name,
             format!(
@@ -366,3 +486,31 @@ pub fn set_f32(metadata: &mut HashMap<String, Value>, key: &str, v: f32) {
 }
 
 pub use candle_core::quantized::gguf_file::Value as MetadataValue;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{tiny_llama, TinySpec};
+
+    /// A file that starts at an odd address takes candle's copying path; the tensors must be
+    /// the same as those read in place.
+    #[test]
+    fn misaligned_bytes_read_the_same_tensors() {
+        let spec = TinySpec {
+            dtype: GgmlDType::Q8_0,
+            ..TinySpec::default()
+        };
+        let bytes = tiny_llama(&spec).unwrap().to_bytes().unwrap();
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(&bytes);
+        let in_place = Gguf::read(&bytes).unwrap();
+        let copied = Gguf::read(&shifted[1..]).unwrap();
+        assert_eq!(in_place.tensors.len(), copied.tensors.len());
+        for ((name_a, a), (name_b, b)) in in_place.tensors.iter().zip(&copied.tensors) {
+            assert_eq!(name_a, name_b);
+            assert_eq!(a.dtype(), b.dtype(), "{name_a}");
+            assert_eq!(a.shape(), b.shape(), "{name_a}");
+            assert_eq!(a.data().unwrap(), b.data().unwrap(), "{name_a}");
+        }
+    }
+}

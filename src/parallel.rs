@@ -281,3 +281,92 @@ mod tests {
         assert!(seen.into_inner().unwrap().iter().all(|&c| c == 1));
     }
 }
+
+/// The pool's own paths, natively: `cargo test --release --features threads --lib parallel`.
+#[cfg(all(test, feature = "threads"))]
+mod pool_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, Once};
+    use std::thread::ThreadId;
+    use std::time::Duration;
+
+    /// Three rayon threads whatever the machine's core count, so the pool has two helpers.
+    fn start_pool() {
+        static START: Once = Once::new();
+        START.call_once(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build_global()
+                .expect("the first use of rayon in this test binary");
+        });
+        assert_eq!(threads(), 3);
+    }
+
+    /// Runs `for_each_range` over `len` items and checks that each was visited once; returns
+    /// the threads that ran a range.
+    fn visit_once(len: usize, range_time: Duration) -> Vec<ThreadId> {
+        let counts: Vec<AtomicUsize> = (0..len).map(|_| AtomicUsize::new(0)).collect();
+        let runners = Mutex::new(Vec::new());
+        for_each_range(len, 4, 0, |r| {
+            runners.lock().unwrap().push(std::thread::current().id());
+            std::thread::sleep(range_time);
+            for i in r {
+                counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for (i, c) in counts.iter().enumerate() {
+            assert_eq!(c.load(Ordering::Relaxed), 1, "index {i} of {len}");
+        }
+        runners.into_inner().unwrap()
+    }
+
+    #[test]
+    fn parked_helpers_wake_for_the_next_job() {
+        start_pool();
+        let caller = std::thread::current().id();
+        let mut helped = 0;
+        for round in 0..20 {
+            // Far longer than a helper's spin, so every helper has parked before the job.
+            std::thread::sleep(Duration::from_millis(20));
+            let runners = visit_once(96 + round, Duration::from_millis(5));
+            assert_eq!(runners.len(), 3, "round {round}: three ranges");
+            helped += runners.iter().filter(|&&t| t != caller).count();
+        }
+        // A woken helper takes a range while the caller sleeps 5 ms in its own. A parked helper
+        // that is never unparked would leave every range to the caller.
+        assert!(helped > 0, "no range ran on a helper in 20 jobs");
+    }
+
+    #[test]
+    fn jobs_back_to_back_and_from_two_callers() {
+        start_pool();
+        for len in 0..300 {
+            visit_once(len, Duration::ZERO);
+        }
+        // A second caller while a job runs takes the in-order path; both finish.
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for len in [7, 64, 1000] {
+                        for _ in 0..50 {
+                            visit_once(len, Duration::ZERO);
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn nested_call_runs_in_order() {
+        start_pool();
+        let total = AtomicUsize::new(0);
+        for_each_range(64, 4, 0, |outer| {
+            for_each_range(100, 4, 0, |inner| {
+                total.fetch_add(outer.len() * inner.len(), Ordering::Relaxed);
+            });
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 64 * 100);
+    }
+}

@@ -607,3 +607,40 @@ fn checkpoint_updates_beyond_steps() {
     assert!(err.contains("\"optimizer_updates\" is invalid"), "{err}");
     assert!(err.contains("exceed the step count 1"), "{err}");
 }
+
+/// `general.alignment` as stored in the file: the writer drops that key, so the test writes a
+/// key of the same length and renames it in the bytes.
+fn with_alignment(value: MetadataValue) -> Vec<u8> {
+    let stand_in = "general.alignmenX";
+    let mut bytes = with_metadata(stand_in, Some(value));
+    let at = bytes
+        .windows(stand_in.len())
+        .position(|w| w == stand_in.as_bytes())
+        .unwrap();
+    bytes[at..at + stand_in.len()].copy_from_slice(b"general.alignment");
+    bytes
+}
+
+#[test]
+fn alignment_zero_or_not_a_power_of_two() {
+    for value in [
+        MetadataValue::U32(0),
+        MetadataValue::U8(0),
+        MetadataValue::I16(0),
+        MetadataValue::U32(24),
+    ] {
+        let err = load_error(&with_alignment(value.clone()));
+        assert!(
+            err.contains("general.alignment") && err.contains("power of two"),
+            "{value:?}: {err}"
+        );
+    }
+    // The writer pads to 32, so an explicit 32, and a negative value (which candle ignores),
+    // still load.
+    for value in [MetadataValue::U32(32), MetadataValue::I32(-1)] {
+        let bytes = with_alignment(value.clone());
+        Gguf::read(&bytes)
+            .and_then(|g| ChatSession::from_gguf(g, 64))
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"));
+    }
+}

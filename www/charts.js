@@ -33,6 +33,41 @@ function drawEmpty(svg, width, height, message) {
 }
 
 /**
+ * Draws both axes from 0 with ticks every `xStep` and `yStep` and the axis
+ * titles, and returns the data-to-pixel maps `px` and `py` and `plotWidth`.
+ */
+function drawAxes(svg, { width, height, margin, xMax, yMax, xStep, yStep, xLabel, yLabel, formatX, formatY }) {
+  const plotWidth = width - margin.left - margin.right;
+  const plotHeight = height - margin.top - margin.bottom;
+  const px = (x) => margin.left + (x / xMax) * plotWidth;
+  const py = (y) => margin.top + plotHeight - (y / yMax) * plotHeight;
+
+  const axes = svgElement('g', { class: 'chart-axes' });
+  axes.append(
+    svgElement('line', { x1: margin.left, y1: py(0), x2: margin.left + plotWidth, y2: py(0) }),
+    svgElement('line', { x1: margin.left, y1: margin.top, x2: margin.left, y2: py(0) }),
+  );
+  for (let x = 0; x <= xMax + 1e-9; x += xStep) {
+    axes.append(
+      svgElement('line', { x1: px(x), y1: py(0), x2: px(x), y2: py(0) + 4 }),
+      svgElement('text', { x: px(x), y: py(0) + 16, 'text-anchor': 'middle', class: 'chart-tick' }, formatX(x)),
+    );
+  }
+  for (let y = 0; y <= yMax + 1e-9; y += yStep) {
+    axes.append(
+      svgElement('line', { x1: margin.left - 4, y1: py(y), x2: margin.left, y2: py(y) }),
+      svgElement('text', { x: margin.left - 8, y: py(y), 'text-anchor': 'end', 'dominant-baseline': 'middle', class: 'chart-tick' }, formatY(y)),
+    );
+  }
+  axes.append(
+    svgElement('text', { x: margin.left + plotWidth / 2, y: height - 8, 'text-anchor': 'middle', class: 'chart-axis-title' }, xLabel),
+    svgElement('text', { x: 14, y: margin.top + plotHeight / 2, 'text-anchor': 'middle', transform: `rotate(-90 14 ${margin.top + plotHeight / 2})`, class: 'chart-axis-title' }, yLabel),
+  );
+  svg.append(axes);
+  return { px, py, plotWidth };
+}
+
+/**
  * Draws one horizontal bar per item into `svg`.
  * `items`: [{label, value, valueText}]; items without a finite value are left out.
  */
@@ -87,35 +122,7 @@ export function drawScatterChart(svg, points, { xLabel, yLabel, emptyMessage, fo
 
   const xMax = Math.max(...shown.map((point) => point.x), 0.1) * 1.1;
   const yMax = Math.max(...shown.map((point) => point.y), 1) * 1.15;
-  const plotWidth = width - margin.left - margin.right;
-  const plotHeight = height - margin.top - margin.bottom;
-  const px = (x) => margin.left + (x / xMax) * plotWidth;
-  const py = (y) => margin.top + plotHeight - (y / yMax) * plotHeight;
-
-  const axes = svgElement('g', { class: 'chart-axes' });
-  axes.append(
-    svgElement('line', { x1: margin.left, y1: py(0), x2: margin.left + plotWidth, y2: py(0) }),
-    svgElement('line', { x1: margin.left, y1: margin.top, x2: margin.left, y2: py(0) }),
-  );
-  const xStep = tickStep(xMax, 5);
-  for (let x = 0; x <= xMax + 1e-9; x += xStep) {
-    axes.append(
-      svgElement('line', { x1: px(x), y1: py(0), x2: px(x), y2: py(0) + 4 }),
-      svgElement('text', { x: px(x), y: py(0) + 16, 'text-anchor': 'middle', class: 'chart-tick' }, formatX(x)),
-    );
-  }
-  const yStep = tickStep(yMax, 5);
-  for (let y = 0; y <= yMax + 1e-9; y += yStep) {
-    axes.append(
-      svgElement('line', { x1: margin.left - 4, y1: py(y), x2: margin.left, y2: py(y) }),
-      svgElement('text', { x: margin.left - 8, y: py(y), 'text-anchor': 'end', 'dominant-baseline': 'middle', class: 'chart-tick' }, formatY(y)),
-    );
-  }
-  axes.append(
-    svgElement('text', { x: margin.left + plotWidth / 2, y: height - 8, 'text-anchor': 'middle', class: 'chart-axis-title' }, xLabel),
-    svgElement('text', { x: 14, y: margin.top + plotHeight / 2, 'text-anchor': 'middle', transform: `rotate(-90 14 ${margin.top + plotHeight / 2})`, class: 'chart-axis-title' }, yLabel),
-  );
-  svg.append(axes);
+  const { px, py, plotWidth } = drawAxes(svg, { width, height, margin, xMax, yMax, xStep: tickStep(xMax, 5), yStep: tickStep(yMax, 5), xLabel, yLabel, formatX, formatY });
 
   shown.forEach((point, i) => {
     const group = svgElement('g', { class: 'chart-point', 'data-x': point.x, 'data-y': point.y });
@@ -158,32 +165,7 @@ export function drawLineChart(svg, series, { xLabel, yLabel, emptyMessage, forma
   const all = shown.flatMap((line) => line.points);
   const xMax = Math.max(...all.map((p) => p.x), 1);
   const yMax = Math.max(...all.map((p) => p.y), 1e-3) * 1.1;
-  const plotWidth = width - margin.left - margin.right;
-  const plotHeight = height - margin.top - margin.bottom;
-  const px = (x) => margin.left + (x / xMax) * plotWidth;
-  const py = (y) => margin.top + plotHeight - (y / yMax) * plotHeight;
-
-  const axes = svgElement('g', { class: 'chart-axes' });
-  axes.append(
-    svgElement('line', { x1: margin.left, y1: py(0), x2: margin.left + plotWidth, y2: py(0) }),
-    svgElement('line', { x1: margin.left, y1: margin.top, x2: margin.left, y2: py(0) }),
-  );
-  const xStep = Math.max(1, tickStep(xMax, 5));
-  for (let x = 0; x <= xMax + 1e-9; x += xStep) {
-    axes.append(svgElement('text', { x: px(x), y: py(0) + 16, 'text-anchor': 'middle', class: 'chart-tick' }, formatX(x)));
-  }
-  const yStep = tickStep(yMax, 4);
-  for (let y = 0; y <= yMax + 1e-9; y += yStep) {
-    axes.append(
-      svgElement('line', { x1: margin.left - 4, y1: py(y), x2: margin.left, y2: py(y) }),
-      svgElement('text', { x: margin.left - 8, y: py(y), 'text-anchor': 'end', 'dominant-baseline': 'middle', class: 'chart-tick' }, formatY(y)),
-    );
-  }
-  axes.append(
-    svgElement('text', { x: margin.left + plotWidth / 2, y: height - 6, 'text-anchor': 'middle', class: 'chart-axis-title' }, xLabel),
-    svgElement('text', { x: 14, y: margin.top + plotHeight / 2, 'text-anchor': 'middle', transform: `rotate(-90 14 ${margin.top + plotHeight / 2})`, class: 'chart-axis-title' }, yLabel),
-  );
-  svg.append(axes);
+  const { px, py } = drawAxes(svg, { width, height, margin, xMax, yMax, xStep: Math.max(1, tickStep(xMax, 5)), yStep: tickStep(yMax, 4), xLabel, yLabel, formatX, formatY });
 
   shown.forEach((line, i) => {
     const last = line.points[line.points.length - 1];

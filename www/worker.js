@@ -198,41 +198,88 @@ function assertEngineUsable() {
 
 /** Reads a response body into one Uint8Array, posting `progress` messages. */
 async function readWithProgress(response, total) {
-  const reader = response.body.getReader();
+  const progress = progressPoster(total);
+  if (total > 0) {
+    let reader = null;
+    try {
+      reader = response.body.getReader({ mode: 'byob' });
+    } catch {
+      // Not a byte stream: read its chunks below.
+    }
+    if (reader !== null) {
+      return readInto(reader, total, progress);
+    }
+  }
   const chunks = [];
-  let loaded = 0;
-  let buffer = total ? new Uint8Array(total) : null;
-  let lastPost = 0;
-
+  const reader = response.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) {
       break;
     }
-    if (buffer && loaded + value.length <= buffer.length) {
-      buffer.set(value, loaded);
-    } else {
-      // Content-Length was missing or wrong: fall back to collecting chunks.
-      if (buffer) {
-        chunks.push(buffer.subarray(0, loaded));
-        buffer = null;
+    chunks.push(value);
+    progress.add(value.length);
+  }
+  return progress.done(concatenate(chunks));
+}
+
+/**
+ * Reads a byte stream of `total` bytes (its Content-Length) straight into one
+ * buffer. In Chromium 148 this read SmolLM2's Q8_0 file from the Cache API in
+ * 100 to 140 ms, against 190 to 210 ms for copying its chunks. A stream that
+ * ends early gives the bytes read, and one that goes on past `total` gives
+ * all of its bytes.
+ */
+async function readInto(reader, total, progress) {
+  let buffer = new ArrayBuffer(total);
+  let loaded = 0;
+  while (loaded < total) {
+    const { done, value } = await reader.read(new Uint8Array(buffer, loaded, total - loaded));
+    if (value) {
+      // The read moves the buffer into `value`; the old one is detached.
+      buffer = value.buffer;
+      loaded += value.byteLength;
+    }
+    if (done) {
+      return progress.done(new Uint8Array(buffer, 0, loaded));
+    }
+    progress.add(value.byteLength);
+  }
+  // Content-Length was too small: collect the rest.
+  const chunks = [new Uint8Array(buffer)];
+  for (;;) {
+    const { done, value } = await reader.read(new Uint8Array(1 << 16));
+    if (done) {
+      break;
+    }
+    chunks.push(value);
+    progress.add(value.byteLength);
+  }
+  return progress.done(chunks.length === 1 ? chunks[0] : concatenate(chunks));
+}
+
+/** Posts `progress` messages at most every 50 ms while bytes arrive, and once at the end. */
+function progressPoster(total) {
+  let loaded = 0;
+  let lastPost = 0;
+  return {
+    add(count) {
+      loaded += count;
+      const now = performance.now();
+      if (now - lastPost > 50) {
+        lastPost = now;
+        post({ type: 'progress', phase: 'download', loaded, total: total || null });
       }
-      chunks.push(value);
-    }
-    loaded += value.length;
+    },
+    done(bytes) {
+      post({ type: 'progress', phase: 'download', loaded: bytes.length, total: total || bytes.length });
+      return bytes;
+    },
+  };
+}
 
-    const now = performance.now();
-    if (now - lastPost > 50) {
-      lastPost = now;
-      post({ type: 'progress', phase: 'download', loaded, total: total || null });
-    }
-  }
-  post({ type: 'progress', phase: 'download', loaded, total: total || loaded });
-
-  if (buffer) {
-    return loaded === buffer.length ? buffer : buffer.subarray(0, loaded);
-  }
-  const bytes = new Uint8Array(loaded);
+function concatenate(chunks) {
+  const bytes = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
   let offset = 0;
   for (const chunk of chunks) {
     bytes.set(chunk, offset);
@@ -351,22 +398,27 @@ function requestedThreads(message) {
 async function handleLoad(message) {
   const maxContext = Number(message.maxContext) || DEFAULT_MAX_CONTEXT;
   const started = performance.now();
-  await ensureWasm(requestedThreads(message));
+  const threads = requestedThreads(message);
 
-  let bytes;
+  let fetching;
   let name;
   let source;
   if (typeof message.url === 'string' && message.url !== '') {
     name = fileNameFromUrl(message.url);
-    const fetched = await fetchModel(message.url);
-    bytes = fetched.bytes;
-    source = { kind: 'url', url: message.url, cached: fetched.cached, cache_error: fetched.cacheError };
+    fetching = fetchModel(message.url);
   } else if (message.bytes) {
     name = typeof message.name === 'string' && message.name !== '' ? message.name : 'model.gguf';
-    bytes = message.bytes instanceof Uint8Array ? message.bytes : new Uint8Array(message.bytes);
+    const bytes = message.bytes instanceof Uint8Array ? message.bytes : new Uint8Array(message.bytes);
+    fetching = Promise.resolve({ bytes, file: true });
     source = { kind: 'file', url: null, cached: false, cache_error: null };
   } else {
     throw new WorkerError('bad_message', 'A load message needs a `url` or `bytes`.');
+  }
+  // The model is read from the network or the Cache API while the wasm module compiles.
+  const [, fetched] = await Promise.all([ensureWasm(threads), fetching]);
+  let bytes = fetched.bytes;
+  if (!fetched.file) {
+    source = { kind: 'url', url: message.url, cached: fetched.cached, cache_error: fetched.cacheError };
   }
   const fetchedAt = performance.now();
 

@@ -78,21 +78,47 @@ impl Q8Matrix {
             ));
         }
         let nb = cols / BLOCK;
-        let mut qs = vec![0i8; rows * cols];
-        let mut scales = vec![0f32; blocks];
-        for (i, block) in data.chunks_exact(BLOCK_BYTES).enumerate() {
-            let (offset, scale) = block_position(rows, cols, i / nb, i % nb);
-            scales[scale] = f16::from_le_bytes([block[0], block[1]]).to_f32();
-            for (q, &byte) in qs[offset..offset + BLOCK].iter_mut().zip(&block[2..]) {
-                *q = byte as i8;
+        // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid
+        // for both.
+        let data: &[i8] = unsafe { std::slice::from_raw_parts(data.as_ptr().cast(), data.len()) };
+        Ok(Some(Self::pack(rows, cols, |row, b| {
+            let block = &data[(row * nb + b) * BLOCK_BYTES..][..BLOCK_BYTES];
+            let scale = f16::from_le_bytes([block[0] as u8, block[1] as u8]).to_f32();
+            (&block[2..], scale)
+        })))
+    }
+
+    /// Builds a matrix from `block(row, b)`, which returns the 32 quantized weights of block `b`
+    /// of `row` and its scale. Writes `qs` and `scales` front to back, in the packed order of
+    /// `block_position`, so neither is zero-filled first.
+    fn pack<'a>(rows: usize, cols: usize, block: impl Fn(usize, usize) -> (&'a [i8], f32)) -> Self {
+        let nb = cols / BLOCK;
+        let mut qs = Vec::with_capacity(rows * cols);
+        let mut scales = Vec::with_capacity(rows * nb);
+        let mut push = |row: usize, b: usize| {
+            let (q, scale) = block(row, b);
+            qs.extend_from_slice(&q[..BLOCK]);
+            scales.push(scale);
+        };
+        let grouped = rows / ROW_GROUP * ROW_GROUP;
+        for group_start in (0..grouped).step_by(ROW_GROUP) {
+            for b in 0..nb {
+                for row in group_start..group_start + ROW_GROUP {
+                    push(row, b);
+                }
             }
         }
-        Ok(Some(Self {
+        for row in grouped..rows {
+            for b in 0..nb {
+                push(row, b);
+            }
+        }
+        Self {
             rows,
             cols,
             qs,
             scales,
-        }))
+        }
     }
 
     /// Stacks matrices with the same number of columns into one, their rows in order. Each row
@@ -105,28 +131,16 @@ impl Q8Matrix {
                 format!("cannot stack rows of {} and {cols} columns", p.cols),
             ));
         }
-        let rows: usize = parts.iter().map(|p| p.rows).sum();
-        let nb = cols / BLOCK;
-        let mut qs = vec![0i8; rows * cols];
-        let mut scales = vec![0f32; rows * nb];
-        let mut row = 0;
-        for p in parts {
-            for part_row in 0..p.rows {
-                for b in 0..nb {
-                    let (src, src_scale) = block_position(p.rows, cols, part_row, b);
-                    let (dst, dst_scale) = block_position(rows, cols, row, b);
-                    qs[dst..dst + BLOCK].copy_from_slice(&p.qs[src..src + BLOCK]);
-                    scales[dst_scale] = p.scales[src_scale];
-                }
-                row += 1;
-            }
-        }
-        Ok(Self {
-            rows,
-            cols,
-            qs,
-            scales,
-        })
+        // The part and the row in it of every stacked row.
+        let sources: Vec<(&Q8Matrix, usize)> = parts
+            .iter()
+            .flat_map(|p| (0..p.rows).map(move |r| (p, r)))
+            .collect();
+        Ok(Self::pack(sources.len(), cols, |row, b| {
+            let (part, part_row) = sources[row];
+            let (start, scale) = block_position(part.rows, cols, part_row, b);
+            (&part.qs[start..start + BLOCK], part.scales[scale])
+        }))
     }
 
     pub fn rows(&self) -> usize {

@@ -338,6 +338,29 @@ describe('chat page', { timeout: TEST_TIMEOUT_MS }, () => {
     await session.close();
   });
 
+  test('a cached model with a wrong Content-Length still loads whole', async () => {
+    const session = await openChat();
+    const { page } = session;
+    await waitForModel(page);
+    const fileBytes = (await workerMessages(page)).find((m) => m.type === 'loaded').info.file_bytes;
+    // The worker reads a cached body straight into a buffer of Content-Length bytes. A body
+    // longer or shorter than that, or one without a usable length, must still arrive whole.
+    for (const declared of [String(fileBytes - 4096), String(fileBytes + 4096), 'unknown']) {
+      await page.evaluate(async (length) => {
+        const cache = await caches.open('prunechat-models-v1');
+        const [request] = await cache.keys();
+        const bytes = await (await cache.match(request)).arrayBuffer();
+        await cache.put(request, new Response(bytes, { headers: { 'content-length': length } }));
+      }, declared);
+      await page.reload();
+      await waitForModel(page);
+      const loaded = (await workerMessages(page)).find((m) => m.type === 'loaded');
+      assert.equal(loaded.source.cached, true, `Content-Length ${declared}: not read from the cache`);
+      assert.equal(loaded.info.file_bytes, fileBytes, `Content-Length ${declared}`);
+    }
+    await session.close();
+  });
+
   test('language switch is remembered', async () => {
     const session = await openChat();
     const { page } = session;

@@ -240,9 +240,11 @@ impl Gguf {
     }
 }
 
-/// Rejects a `general.alignment` of 0 or one that is not a power of two, as llama.cpp does;
-/// candle's reader divides by it. Walks the metadata section only. A header that ends early
-/// or contains an unknown value type is left for candle's reader to report.
+/// Rejects a `general.alignment` of 0 or one that is not a power of two, as llama.cpp does,
+/// because candle's reader divides by it. Walks the metadata section only, and reads keys as
+/// candle 0.11.1 does: a repeated key replaces the earlier one, trailing NUL bytes of a key are
+/// dropped, and arrays nest up to candle's depth limit. A header that ends early or contains an
+/// unknown value type is left for candle's reader to report.
 fn check_alignment(bytes: &[u8]) -> Result<()> {
     let mut walker = HeaderWalker {
         bytes,
@@ -263,6 +265,9 @@ fn check_alignment(bytes: &[u8]) -> Result<()> {
         ),
     })
 }
+
+/// Deepest array nesting that candle 0.11.1 reads (`GGUF_MAX_VALUE_DEPTH` in its gguf_file.rs).
+const CANDLE_MAX_VALUE_DEPTH: u32 = 64;
 
 /// Reads the GGUF header from the start; every read returns `None` past the end.
 struct HeaderWalker<'a> {
@@ -290,39 +295,62 @@ impl HeaderWalker<'_> {
         self.uint(if self.wide { 8 } else { 4 })
     }
 
-    /// Returns the value of `general.alignment` as an integer, if the key has an integer type
-    /// candle reads it from (signed values below zero are ignored there too).
+    /// Returns the value of the last `general.alignment` key as an integer, if it has an
+    /// integer type candle reads it from (signed values below zero are ignored there too).
+    /// Candle keeps the last of repeated keys, so every key is read.
     fn find_alignment(&mut self) -> Option<i64> {
         let version = self.uint(4)?;
+        // Candle rejects other versions with its own message.
+        if !(1..=3).contains(&version) {
+            return None;
+        }
         self.wide = version >= 2;
         let _tensor_count = self.count()?;
         let kv_count = self.count()?;
+        let mut alignment = None;
         for _ in 0..kv_count {
             let key_len = self.count()?;
-            let key = self.take(key_len)?;
+            let mut key = self.take(key_len)?;
+            // Candle drops trailing NUL bytes from every string, keys included.
+            while let [rest @ .., 0] = key {
+                key = rest;
+            }
             let is_alignment = key == b"general.alignment";
             let value_type = self.uint(4)?;
-            if is_alignment {
-                let value = match value_type {
-                    0 => self.uint(1)? as i64,
-                    1 => self.uint(1)? as u8 as i8 as i64,
-                    2 => self.uint(2)? as i64,
-                    3 => self.uint(2)? as u16 as i16 as i64,
-                    4 => self.uint(4)? as i64,
-                    5 => self.uint(4)? as u32 as i32 as i64,
-                    _ => return None,
-                };
-                return (value >= 0).then_some(value);
+            if !is_alignment {
+                self.skip_value(value_type, 0)?;
+                continue;
             }
-            self.skip_value(value_type, 0)?;
+            let value = match value_type {
+                0 => self.uint(1)? as i64,
+                1 => self.uint(1)? as u8 as i8 as i64,
+                2 => self.uint(2)? as i64,
+                3 => self.uint(2)? as u16 as i16 as i64,
+                4 => self.uint(4)? as i64,
+                5 => self.uint(4)? as u32 as i32 as i64,
+                _ => {
+                    // Another type: candle uses its default for it, unless a later key
+                    // replaces it.
+                    self.skip_value(value_type, 0)?;
+                    alignment = None;
+                    continue;
+                }
+            };
+            alignment = (value >= 0).then_some(value);
         }
-        None
+        alignment
     }
 
-    /// Skips one value of GGUF type `value_type`; `depth` bounds nested arrays.
+    /// Skips one value of GGUF type `value_type` at nesting `depth`. Returns `None` where
+    /// candle's reader fails too.
     fn skip_value(&mut self, value_type: u64, depth: u32) -> Option<()> {
+        if depth > CANDLE_MAX_VALUE_DEPTH {
+            return None;
+        }
         let fixed = match value_type {
-            0 | 1 | 7 => 1,
+            // Candle rejects a bool other than 0 or 1 with its own message.
+            7 => return (self.uint(1)? <= 1).then_some(()),
+            0 | 1 => 1,
             2 | 3 => 2,
             4..=6 => 4,
             10..=12 => 8,
@@ -330,7 +358,7 @@ impl HeaderWalker<'_> {
                 let len = self.count()?;
                 return self.take(len).map(|_| ());
             }
-            9 if depth < 8 => {
+            9 => {
                 let item_type = self.uint(4)?;
                 let n = self.count()?;
                 for _ in 0..n {
@@ -491,6 +519,123 @@ pub use candle_core::quantized::gguf_file::Value as MetadataValue;
 mod tests {
     use super::*;
     use crate::synthetic::{tiny_llama, TinySpec};
+
+    /// Builds a GGUF header with no tensors from (key, value type, value bytes) entries.
+    /// Version 1 has 32-bit counts and lengths.
+    fn header(version: u32, entries: &[(&[u8], u32, Vec<u8>)]) -> Vec<u8> {
+        let len = |n: usize| -> Vec<u8> {
+            if version == 1 {
+                (n as u32).to_le_bytes().to_vec()
+            } else {
+                (n as u64).to_le_bytes().to_vec()
+            }
+        };
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(version.to_le_bytes());
+        bytes.extend(len(0));
+        bytes.extend(len(entries.len()));
+        for (key, value_type, value) in entries {
+            bytes.extend(len(key.len()));
+            bytes.extend(*key);
+            bytes.extend(value_type.to_le_bytes());
+            bytes.extend(value);
+        }
+        bytes
+    }
+
+    fn alignment_error(bytes: &[u8]) -> String {
+        match Gguf::read(bytes) {
+            Err(e @ Error::InvalidKey { .. }) => e.to_string(),
+            Err(e) => panic!("expected an invalid-key error, got: {e}"),
+            Ok(_) => panic!("the header was accepted"),
+        }
+    }
+
+    /// Candle keeps the last of repeated keys, drops trailing NUL bytes of keys and reads arrays
+    /// nested 64 deep. In each case, the alignment of 0 that it would divide by must be found.
+    #[test]
+    fn alignment_zero_found_where_candle_reads_it() {
+        const KEY: &[u8] = b"general.alignment";
+        const U32: u32 = 4;
+        let zero = || 0u32.to_le_bytes().to_vec();
+
+        // An array of one array of ... one u8, `depth` arrays deep.
+        let nested = |depth: usize| {
+            let mut value = [
+                0u32.to_le_bytes().to_vec(),
+                1u64.to_le_bytes().to_vec(),
+                vec![7],
+            ]
+            .concat();
+            for _ in 1..depth {
+                value = [
+                    9u32.to_le_bytes().to_vec(),
+                    1u64.to_le_bytes().to_vec(),
+                    value,
+                ]
+                .concat();
+            }
+            value
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "repeated",
+                header(
+                    3,
+                    &[(KEY, U32, 32u32.to_le_bytes().to_vec()), (KEY, U32, zero())],
+                ),
+            ),
+            (
+                "repeated, first u64",
+                header(
+                    3,
+                    &[(KEY, 10, 32u64.to_le_bytes().to_vec()), (KEY, U32, zero())],
+                ),
+            ),
+            (
+                "repeated, version 1",
+                header(
+                    1,
+                    &[(KEY, U32, 64u32.to_le_bytes().to_vec()), (KEY, U32, zero())],
+                ),
+            ),
+            (
+                "trailing NUL",
+                header(3, &[(b"general.alignment\0", U32, zero())]),
+            ),
+            (
+                "after arrays 9 deep",
+                header(3, &[(b"x", 9, nested(9)), (KEY, U32, zero())]),
+            ),
+            (
+                "after arrays 64 deep",
+                header(3, &[(b"x", 9, nested(64)), (KEY, U32, zero())]),
+            ),
+        ];
+
+        for (case, bytes) in cases {
+            let err = alignment_error(&bytes);
+            assert!(
+                err.contains("general.alignment") && err.contains("power of two"),
+                "{case}: {err}"
+            );
+        }
+
+        // Headers that candle rejects itself get candle's message: a version it does not read,
+        // and a bool of 2 before the key.
+        let err = Gguf::read(&header(4, &[(KEY, U32, zero())])).err().unwrap();
+        assert!(err.to_string().contains("version"), "{err}");
+        let bad_bool = header(3, &[(b"flag", 7, vec![2]), (KEY, U32, zero())]);
+        let err = Gguf::read(&bad_bool).err().unwrap();
+        assert!(!err.to_string().contains("general.alignment"), "{err}");
+
+        // The last key wins both ways: an explicit 32 after a 0 is what candle uses.
+        let bytes = header(
+            3,
+            &[(KEY, U32, zero()), (KEY, U32, 32u32.to_le_bytes().to_vec())],
+        );
+        assert!(check_alignment(&bytes).is_ok());
+    }
 
     /// A file that starts at an odd address takes candle's copying path; the tensors must be
     /// the same as those read in place.

@@ -11,9 +11,26 @@
 //! ranges too: whichever thread is free takes the next range.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Number of threads that `for_each_range` spreads work over.
+/// Upper bound on `threads`, set by `set_thread_limit`.
+static THREAD_LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Number of threads that `for_each_range` spreads work over: the pool's threads, at most the
+/// limit of `set_thread_limit`.
 pub fn threads() -> usize {
+    pool_threads().min(THREAD_LIMIT.load(Ordering::Relaxed))
+}
+
+/// Caps the threads of later `for_each_range` calls at `limit` (0 counts as 1), for example
+/// when several engines in one browser share the cores. `usize::MAX` lifts the cap. Results do
+/// not depend on it.
+pub fn set_thread_limit(limit: usize) {
+    THREAD_LIMIT.store(limit.max(1), Ordering::Relaxed);
+}
+
+/// Number of threads in the pool, the calling thread included.
+pub fn pool_threads() -> usize {
     #[cfg(feature = "threads")]
     {
         pool::get().map_or(1, |p| p.helpers + 1)
@@ -286,21 +303,26 @@ mod tests {
 #[cfg(all(test, feature = "threads"))]
 mod pool_tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Mutex, Once};
+    use std::sync::{Mutex, MutexGuard, Once};
     use std::thread::ThreadId;
     use std::time::Duration;
 
-    /// Three rayon threads whatever the machine's core count, so the pool has two helpers.
-    fn start_pool() {
+    /// Starts three rayon threads whatever the machine's core count, so the pool has two
+    /// helpers. The returned guard keeps the tests of this module from running at the same
+    /// time, because `set_thread_limit` changes a global.
+    fn start_pool() -> MutexGuard<'static, ()> {
         static START: Once = Once::new();
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
         START.call_once(|| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(3)
                 .build_global()
                 .expect("the first use of rayon in this test binary");
         });
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        set_thread_limit(usize::MAX);
         assert_eq!(threads(), 3);
+        guard
     }
 
     /// Runs `for_each_range` over `len` items and checks that each was visited once; returns
@@ -323,7 +345,7 @@ mod pool_tests {
 
     #[test]
     fn parked_helpers_wake_for_the_next_job() {
-        start_pool();
+        let _one_at_a_time = start_pool();
         let caller = std::thread::current().id();
         let mut helped = 0;
         for round in 0..20 {
@@ -340,7 +362,7 @@ mod pool_tests {
 
     #[test]
     fn jobs_back_to_back_and_from_two_callers() {
-        start_pool();
+        let _one_at_a_time = start_pool();
         for len in 0..300 {
             visit_once(len, Duration::ZERO);
         }
@@ -360,7 +382,7 @@ mod pool_tests {
 
     #[test]
     fn nested_call_runs_in_order() {
-        start_pool();
+        let _one_at_a_time = start_pool();
         let total = AtomicUsize::new(0);
         for_each_range(64, 4, 0, |outer| {
             for_each_range(100, 4, 0, |inner| {
@@ -368,5 +390,19 @@ mod pool_tests {
             });
         });
         assert_eq!(total.load(Ordering::Relaxed), 64 * 100);
+    }
+
+    #[test]
+    fn thread_limit_caps_the_ranges() {
+        let _one_at_a_time = start_pool();
+        let caller = std::thread::current().id();
+        set_thread_limit(1);
+        assert_eq!(threads(), 1);
+        let runners = visit_once(1000, Duration::from_millis(1));
+        assert_eq!(runners, vec![caller], "one range, on the calling thread");
+        set_thread_limit(2);
+        assert_eq!(visit_once(1000, Duration::ZERO).len(), 2);
+        set_thread_limit(usize::MAX);
+        assert_eq!(visit_once(1000, Duration::ZERO).len(), 3);
     }
 }

@@ -14,6 +14,14 @@ use crate::session::ChatSession;
 #[cfg(feature = "threads")]
 pub use wasm_bindgen_rayon::init_thread_pool;
 
+/// `setThreadLimit(n)` caps the threads that this module's kernels use at `n` (at least 1), for
+/// example while other engines on the same page compute too. A value at or above the pool's
+/// size uses every thread. Outputs are the same for every value.
+#[wasm_bindgen(js_name = setThreadLimit)]
+pub fn set_thread_limit(limit: u32) {
+    crate::parallel::set_thread_limit(limit as usize);
+}
+
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();

@@ -327,6 +327,7 @@ export class CompareColumn {
     this.figures.params.textContent = formatParams(message.info.n_params);
     this.figures.params.dataset.value = String(message.info.n_params);
     this.renderMemory(message.wasm_memory_bytes);
+    this.loadedMessage = message;
     renderThreads(this.figures.threads, message);
     this.hideError();
     this.setState('ready');
@@ -365,13 +366,18 @@ export class CompareColumn {
   }
 
   /** Sends one prompt; the reply starts from an empty history. */
-  send(text, system, sampling, returnTokens) {
+  /** Sends a prompt; `threads`, when given, is the most threads the reply may use. */
+  send(text, system, sampling, returnTokens, threads = null) {
     const placeholder = element('span', 'message-placeholder');
     setText(placeholder, 'chat.thinking');
     this.reply.replaceChildren(placeholder);
     this.setState('generating');
     this.worker.postMessage({ type: 'reset' });
-    this.worker.postMessage({ type: 'send', text, system, sampling, return_tokens: returnTokens });
+    const message = { type: 'send', text, system, sampling, return_tokens: returnTokens };
+    if (threads !== null) {
+      message.threads = threads;
+    }
+    this.worker.postMessage(message);
   }
 
   stop() {
@@ -402,12 +408,24 @@ export class CompareColumn {
       this.figures.decode.dataset.value = String(stats.decode_tokens_per_s);
     }
     this.renderMemory(stats.wasm_memory_bytes);
+    this.renderReplyThreads(stats.threads);
     setText(this.replyNote, `compare.reply_meta.${message.reason}`, {
       count: stats.n_generated ?? 0,
       tokens: formatNumber(stats.n_generated ?? 0),
     });
     this.setState('ready');
     this.listener.onReplyFinished(this);
+  }
+
+  /** Shows the threads of the last reply where it ran on fewer than the worker has. */
+  renderReplyThreads(used) {
+    const count = this.loadedMessage?.threads ?? 1;
+    if (Number.isInteger(used) && used < count) {
+      setText(this.figures.threads, 'compare.threads_shared', { used, count });
+      this.figures.threads.dataset.value = String(used);
+    } else if (this.loadedMessage) {
+      renderThreads(this.figures.threads, this.loadedMessage);
+    }
   }
 
   /** Scores the reference's reply tokens with this model. */

@@ -364,8 +364,11 @@ export class CompareView {
     if (this.round.queue.length > 0) {
       this.sendNext();
     } else {
+      // Models that reply at the same time share the threads, so that no
+      // more threads compute than the page was given.
+      const threads = Math.max(1, Math.floor(this.threads / ready.length));
       for (const column of ready) {
-        column.send(text, this.round.system, sampling, column === reference);
+        column.send(text, this.round.system, sampling, column === reference, threads);
       }
     }
     this.renderControls();

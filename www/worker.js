@@ -196,9 +196,12 @@ function assertEngineUsable() {
 // ---------------------------------------------------------------------------
 // Model download with progress and the Cache API
 
-/** Reads a response body into one Uint8Array, posting `progress` messages. */
-async function readWithProgress(response, total) {
-  const progress = progressPoster(total);
+/**
+ * Reads a response body into one Uint8Array, posting `progress` messages.
+ * Rejects with the abort reason at the next chunk after `signal` aborts.
+ */
+async function readWithProgress(response, total, signal) {
+  const progress = progressPoster(total, signal);
   if (total > 0) {
     let reader = null;
     try {
@@ -258,12 +261,16 @@ async function readInto(reader, total, progress) {
   return progress.done(chunks.length === 1 ? chunks[0] : concatenate(chunks));
 }
 
-/** Posts `progress` messages at most every 50 ms while bytes arrive, and once at the end. */
-function progressPoster(total) {
+/**
+ * Posts `progress` messages at most every 50 ms while bytes arrive, and once at
+ * the end. `add` throws the abort reason once `signal` aborts, so the read stops.
+ */
+function progressPoster(total, signal) {
   let loaded = 0;
   let lastPost = 0;
   return {
     add(count) {
+      signal?.throwIfAborted();
       loaded += count;
       const now = performance.now();
       if (now - lastPost > 50) {
@@ -301,9 +308,10 @@ async function openModelCache() {
 
 /**
  * Fetches a model file, from the Cache API when an earlier load stored it.
- * Returns {bytes, cached, cacheError}.
+ * Returns {bytes, cached, cacheError}. Aborting `signal` stops the download
+ * and leaves the cache unchanged.
  */
-async function fetchModel(url) {
+async function fetchModel(url, signal) {
   const absoluteUrl = new URL(url, self.location.href).href;
   const cache = await openModelCache();
 
@@ -311,7 +319,7 @@ async function fetchModel(url) {
   const cachedResponse = cache ? await cache.match(absoluteUrl) : undefined;
   if (cachedResponse) {
     const total = Number(cachedResponse.headers.get('content-length')) || 0;
-    const bytes = await readWithProgress(cachedResponse, total);
+    const bytes = await readWithProgress(cachedResponse, total, signal);
     try {
       checkGgufMagic(bytes, name);
     } catch (error) {
@@ -325,7 +333,7 @@ async function fetchModel(url) {
 
   let response;
   try {
-    response = await fetch(absoluteUrl);
+    response = await fetch(absoluteUrl, { signal });
   } catch (error) {
     throw new WorkerError('download_failed', `Download of ${url} failed: ${error.message}`, {
       url,
@@ -341,11 +349,12 @@ async function fetchModel(url) {
   }
 
   const total = Number(response.headers.get('content-length')) || 0;
-  const bytes = await readWithProgress(response, total);
+  const bytes = await readWithProgress(response, total, signal);
   // Checked before caching, so that for example an HTML error page served
   // with status 200 is not stored as the model.
   checkGgufMagic(bytes, name);
 
+  signal?.throwIfAborted();
   let cacheError = null;
   if (cache) {
     try {
@@ -403,9 +412,10 @@ async function handleLoad(message) {
   let fetching;
   let name;
   let source;
+  const abort = new AbortController();
   if (typeof message.url === 'string' && message.url !== '') {
     name = fileNameFromUrl(message.url);
-    fetching = fetchModel(message.url);
+    fetching = fetchModel(message.url, abort.signal);
   } else if (message.bytes) {
     name = typeof message.name === 'string' && message.name !== '' ? message.name : 'model.gguf';
     const bytes = message.bytes instanceof Uint8Array ? message.bytes : new Uint8Array(message.bytes);
@@ -415,7 +425,17 @@ async function handleLoad(message) {
     throw new WorkerError('bad_message', 'A load message needs a `url` or `bytes`.');
   }
   // The model is read from the network or the Cache API while the wasm module compiles.
-  const [, fetched] = await Promise.all([ensureWasm(threads), fetching]);
+  const compiling = ensureWasm(threads);
+  let fetched;
+  try {
+    [, fetched] = await Promise.all([compiling, fetching]);
+  } catch (error) {
+    // Stop the download and wait for both to settle, so that no `progress`
+    // follows the error and the next load does not start a second module.
+    abort.abort();
+    await Promise.allSettled([compiling, fetching]);
+    throw error;
+  }
   let bytes = fetched.bytes;
   if (!fetched.file) {
     source = { kind: 'url', url: message.url, cached: fetched.cached, cache_error: fetched.cacheError };
@@ -464,6 +484,12 @@ function validateSendMessage(message) {
   if (typeof message.text !== 'string' || message.text.trim() === '') {
     throw new WorkerError('empty_prompt', 'The message is empty; type some text before sending.');
   }
+  if (message.threads !== undefined && message.threads !== null
+      && (!Number.isInteger(message.threads) || message.threads < 1 || message.threads > MAX_THREADS)) {
+    throw new WorkerError('bad_message', `threads must be an integer from 1 to ${MAX_THREADS}, got ${message.threads}.`, {
+      field: 'threads',
+    });
+  }
   if (engine === null) {
     throw new WorkerError('no_model', 'No model is loaded yet; wait for the download or pick a .gguf file.');
   }
@@ -474,11 +500,16 @@ async function handleSend(message) {
   const system = typeof message.system === 'string' ? message.system : '';
   const sampling = JSON.stringify(message.sampling ?? {});
 
+  // A `threads` below the pool's size limits this reply to fewer threads. The next
+  // command uses all of them again.
+  const threads = Math.min(message.threads ?? threadCount, threadCount);
+  bindings.setThreadLimit(threads);
   stopRequested = false;
   generating = true;
   try {
-    await runTurn(message.text, system, sampling, message.return_tokens === true);
+    await runTurn(message.text, system, sampling, message.return_tokens === true, threads);
   } finally {
+    bindings.setThreadLimit(threadCount);
     generating = false;
     stopRequested = false;
   }
@@ -517,7 +548,7 @@ function nextTokenOrStop() {
  * start of startTurn to the return of the first nextToken call. Decode speed
  * counts the nextToken calls after the first, over the time spent inside them.
  */
-async function runTurn(text, system, sampling, returnTokens) {
+async function runTurn(text, system, sampling, returnTokens, threads) {
   const turnStarted = performance.now();
   const turn = JSON.parse(engine.startTurn(text, system, sampling));
   const prefillEnded = performance.now();
@@ -583,6 +614,7 @@ async function runTurn(text, system, sampling, returnTokens) {
       prefill_tokens_per_s: prefillMs > 0 ? (turn.prefill_tokens / prefillMs) * 1000 : null,
       decode_tokens_per_s: decodeMs > 0 ? (decodeCalls / decodeMs) * 1000 : null,
       n_generated: nGenerated,
+      threads,
       total_ms: performance.now() - turnStarted,
       wasm_memory_bytes: wasmMemoryBytes(),
       ...kvCacheStats(),

@@ -58,8 +58,11 @@ after(async () => {
 // ---------------------------------------------------------------------------
 // Helpers
 
-/** Opens the compare view in a fresh context and records page errors; `close()` asserts there were none. */
-async function openCompare() {
+/**
+ * Opens the compare view (the page address ends in `query`) in a fresh context and records page
+ * errors; `close()` asserts there were none.
+ */
+async function openCompare(query = '?view=compare') {
   const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const problems = [];
   context.on('console', (message) => {
@@ -82,7 +85,7 @@ async function openCompare() {
   const page = await context.newPage();
   page.on('pageerror', (error) => problems.push(`pageerror: ${error.message}`));
   page.on('crash', () => problems.push('page crashed'));
-  await page.goto(`${BASE_URL}/?view=compare`);
+  await page.goto(`${BASE_URL}/${query}`);
   await page.waitForSelector('[data-testid=compare-choice]', { timeout: 30_000 });
   for (const [testId, value] of Object.entries(GREEDY)) {
     await page.fill(`[data-testid=${testId}]`, String(value));
@@ -264,6 +267,50 @@ describe('compare view', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.equal(await page.evaluate(() => window.__workers.length), workers + 1);
     assert.equal(await column(page, 1).locator('[data-testid=column-error]').isVisible(), false);
     assert.equal(await figure(page, 1, 'params'), tiny.parameters);
+    await session.close();
+  });
+
+  test('models replying at once share the threads', async () => {
+    const session = await openCompare('?view=compare&threads=2');
+    const { page } = session;
+    await selectModels(page, [manifest.reference, 'wanda-50']);
+    await page.click('[data-testid=compare-load]');
+    await waitForColumnStates(page, ['ready', 'ready'], LOAD_TIMEOUT_MS);
+    for (const index of [0, 1]) {
+      assert.equal(await figure(page, index, 'threads'), 2, `column ${index} did not load with 2 threads`);
+    }
+
+    // Returns each column's thread figure after one round.
+    const round = async (sequential) => {
+      await page.locator('[data-testid=compare-sequential]').setChecked(sequential);
+      await page.fill('[data-testid=compare-prompt]', PROMPT);
+      await page.click('[data-testid=compare-send]');
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('[data-testid=column-agreement]')].every((element) => element.dataset.value !== undefined),
+        null,
+        { timeout: REPLY_TIMEOUT_MS, polling: 100 },
+      );
+      await waitForColumnStates(page, ['ready', 'ready'], REPLY_TIMEOUT_MS);
+      const figures = [];
+      for (const index of [0, 1]) {
+        figures.push({
+          value: await figure(page, index, 'threads'),
+          text: await column(page, index).locator('[data-testid=column-threads]').textContent(),
+        });
+      }
+      return figures;
+    };
+
+    // At once, two models on two threads get one thread each.
+    for (const [index, shown] of (await round(false)).entries()) {
+      assert.equal(shown.value, 1, `column ${index}, at once`);
+      assert.match(shown.text, /^1 of 2 /, `column ${index}, at once`);
+    }
+    // One at a time, each model has both threads again.
+    for (const [index, shown] of (await round(true)).entries()) {
+      assert.equal(shown.value, 2, `column ${index}, one at a time`);
+      assert.equal(shown.text, '2', `column ${index}, one at a time`);
+    }
     await session.close();
   });
 

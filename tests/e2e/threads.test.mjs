@@ -1,7 +1,8 @@
 // End-to-end tests of the threaded wasm build (pkg-threads/) on the real
 // SmolLM2-135M-Instruct Q8_0 model in headless Chromium:
 // - a worker loaded with threads: 2 runs a pool of 2 threads, and its greedy
-//   replies are token for token those of a worker with threads: 1 (pkg/);
+//   replies are token for token those of a worker with threads: 1 (pkg/),
+//   also for a reply held to one thread by the send's `threads`;
 // - the chat page shows the thread count;
 // - a page that is not cross-origin isolated (scripts/serve.py
 //   --no-isolation, started here on a free port) requests 2 threads, gets 1
@@ -94,10 +95,12 @@ after(async () => {
 /**
  * Runs in the page (page.evaluate): starts a worker of its own, loads the
  * model with `threads`, and sends each prompt after a reset, with
- * `return_tokens`. Returns the `loaded` message's thread fields and each
- * reply's token ids.
+ * `return_tokens` and `sendThreads[i]` as the send's `threads` where it is
+ * not null. Then sends `threads: 0`, which must fail. Returns the `loaded`
+ * message's thread fields, each reply's token ids and threads, and the
+ * error of the last send.
  */
-async function greedyReplies({ modelUrl, threads, prompts, sampling }) {
+async function greedyReplies({ modelUrl, threads, prompts, sampling, sendThreads = [] }) {
   const worker = new Worker('/www/worker.js', { type: 'module' });
   const request = (message, until) =>
     new Promise((resolve, reject) => {
@@ -117,12 +120,21 @@ async function greedyReplies({ modelUrl, threads, prompts, sampling }) {
   try {
     const loaded = await request({ type: 'load', url: modelUrl, maxContext: 2048, threads }, 'loaded');
     const replies = [];
-    for (const text of prompts) {
+    for (const [i, text] of prompts.entries()) {
       await request({ type: 'reset' }, 'reset-done');
-      const done = await request({ type: 'send', text, system: '', sampling, return_tokens: true }, 'done');
-      replies.push({ tokens: done.tokens.reply, decodeTokensPerS: done.stats.decode_tokens_per_s });
+      const send = { type: 'send', text, system: '', sampling, return_tokens: true };
+      if ((sendThreads[i] ?? null) !== null) {
+        send.threads = sendThreads[i];
+      }
+      const done = await request(send, 'done');
+      replies.push({ tokens: done.tokens.reply, decodeTokensPerS: done.stats.decode_tokens_per_s, threads: done.stats.threads });
     }
+    const badThreadsError = await request({ type: 'send', text: 'Hi', system: '', sampling, threads: 0 }, 'done').then(
+      () => null,
+      (error) => error.message,
+    );
     return {
+      badThreadsError,
       threads: loaded.threads,
       infoThreads: loaded.info.threads,
       threadsRequested: loaded.threads_requested,
@@ -150,7 +162,8 @@ describe('threaded wasm build', () => {
     const modelUrl = new URL(`/models/${MODEL_FILE}`, page.url()).href;
 
     const oneThread = await page.evaluate(greedyReplies, { modelUrl, threads: 1, prompts: PROMPTS, sampling: SAMPLING });
-    const twoThreads = await page.evaluate(greedyReplies, { modelUrl, threads: 2, prompts: PROMPTS, sampling: SAMPLING });
+    // The second prompt runs on one thread of the two.
+    const twoThreads = await page.evaluate(greedyReplies, { modelUrl, threads: 2, prompts: PROMPTS, sampling: SAMPLING, sendThreads: [null, 1, null] });
 
     assert.equal(oneThread.threads, 1);
     assert.equal(oneThread.threadsFallback, null);
@@ -158,6 +171,11 @@ describe('threaded wasm build', () => {
     assert.equal(twoThreads.threadsRequested, 2);
     assert.equal(twoThreads.threads, 2, 'the loaded message reports the wrong thread count');
     assert.equal(twoThreads.infoThreads, 2, "the engine's info reports the wrong thread count");
+    assert.deepEqual(oneThread.replies.map((reply) => reply.threads), [1, 1, 1]);
+    assert.deepEqual(twoThreads.replies.map((reply) => reply.threads), [2, 1, 2], 'threads of each 2-thread reply');
+    for (const run of [oneThread, twoThreads]) {
+      assert.match(run.badThreadsError ?? '', /threads must be an integer from 1 to \d+, got 0/);
+    }
     for (const [i, prompt] of PROMPTS.entries()) {
       const expected = oneThread.replies[i].tokens;
       const actual = twoThreads.replies[i].tokens;

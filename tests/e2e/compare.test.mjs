@@ -122,6 +122,18 @@ async function waitForColumnStates(page, states, timeout) {
   );
 }
 
+/** Sends `prompt` to the two loaded models and waits until both have replied and scored. */
+async function sendToBoth(page, prompt) {
+  await page.fill('[data-testid=compare-prompt]', prompt);
+  await page.click('[data-testid=compare-send]');
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('[data-testid=column-agreement]')].every((element) => element.dataset.value !== undefined),
+    null,
+    { timeout: REPLY_TIMEOUT_MS, polling: 100 },
+  );
+  await waitForColumnStates(page, ['ready', 'ready'], REPLY_TIMEOUT_MS);
+}
+
 /** Returns the numeric `data-value` of a figure in a column, or null when it has none. */
 async function figure(page, index, name) {
   const value = await column(page, index).locator(`[data-testid=column-${name}]`).getAttribute('data-value');
@@ -172,14 +184,7 @@ describe('compare view', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.ok(Math.abs((await figure(page, 0, 'sparsity')) - dense.sparsity * 100) < 0.05, 'dense sparsity differs from the manifest');
     assert.ok(Math.abs((await figure(page, 1, 'sparsity')) - pruned.sparsity * 100) < 0.05, 'pruned sparsity differs from the manifest');
 
-    await page.fill('[data-testid=compare-prompt]', PROMPT);
-    await page.click('[data-testid=compare-send]');
-    await page.waitForFunction(
-      () => [...document.querySelectorAll('[data-testid=column-agreement]')].every((element) => element.dataset.value !== undefined),
-      null,
-      { timeout: REPLY_TIMEOUT_MS, polling: 100 },
-    );
-    await waitForColumnStates(page, ['ready', 'ready'], REPLY_TIMEOUT_MS);
+    await sendToBoth(page, PROMPT);
 
     for (const index of [0, 1]) {
       const reply = await column(page, index).locator('[data-testid=column-reply]').textContent();
@@ -283,14 +288,7 @@ describe('compare view', { timeout: TEST_TIMEOUT_MS }, () => {
     // Returns each column's thread figure after one round.
     const round = async (sequential) => {
       await page.locator('[data-testid=compare-sequential]').setChecked(sequential);
-      await page.fill('[data-testid=compare-prompt]', PROMPT);
-      await page.click('[data-testid=compare-send]');
-      await page.waitForFunction(
-        () => [...document.querySelectorAll('[data-testid=column-agreement]')].every((element) => element.dataset.value !== undefined),
-        null,
-        { timeout: REPLY_TIMEOUT_MS, polling: 100 },
-      );
-      await waitForColumnStates(page, ['ready', 'ready'], REPLY_TIMEOUT_MS);
+      await sendToBoth(page, PROMPT);
       const figures = [];
       for (const index of [0, 1]) {
         figures.push({

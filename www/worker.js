@@ -308,8 +308,9 @@ async function openModelCache() {
 
 /**
  * Fetches a model file, from the Cache API when an earlier load stored it.
- * Returns {bytes, cached, cacheError}. Aborting `signal` stops the download
- * and leaves the cache unchanged.
+ * Returns {bytes, cached, cache, absoluteUrl}. A download is not stored yet:
+ * `storeModel` does that once the engine has accepted the file. Aborting
+ * `signal` stops the download.
  */
 async function fetchModel(url, signal) {
   const absoluteUrl = new URL(url, self.location.href).href;
@@ -328,7 +329,7 @@ async function fetchModel(url, signal) {
       await cache.delete(absoluteUrl);
       throw error;
     }
-    return { bytes, cached: true, cacheError: null };
+    return { bytes, cached: true, cache, absoluteUrl };
   }
 
   let response;
@@ -349,27 +350,44 @@ async function fetchModel(url, signal) {
   }
 
   const total = Number(response.headers.get('content-length')) || 0;
-  const bytes = await readWithProgress(response, total, signal);
-  // Checked before caching, so that for example an HTML error page served
-  // with status 200 is not stored as the model.
-  checkGgufMagic(bytes, name);
-
-  signal?.throwIfAborted();
-  let cacheError = null;
-  if (cache) {
-    try {
-      const headers = {
-        'content-type': 'application/octet-stream',
-        'content-length': String(bytes.length),
-      };
-      await cache.put(absoluteUrl, new Response(bytes, { headers }));
-    } catch (error) {
-      // Usually a QuotaExceededError; the model is still loaded this time.
-      cacheError = error.message;
-      console.warn(`prunechat worker: caching ${url} failed:`, error);
+  let bytes;
+  try {
+    bytes = await readWithProgress(response, total, signal);
+  } catch (error) {
+    if (signal?.aborted) {
+      throw error;
     }
+    // For example the connection dropped before the end of the body.
+    throw new WorkerError('download_failed', `Download of ${url} failed: ${error.message}`, {
+      url,
+      detail: error.message,
+    });
   }
-  return { bytes, cached: false, cacheError };
+  checkGgufMagic(bytes, name);
+  signal?.throwIfAborted();
+  return { bytes, cached: false, cache, absoluteUrl };
+}
+
+/**
+ * Stores a downloaded model in the Cache API. Returns null, or the error
+ * message when storing failed; the model stays loaded this time.
+ */
+async function storeModel(fetched, url) {
+  if (fetched.cache === null) {
+    return null;
+  }
+  try {
+    const headers = {
+      'content-type': 'application/octet-stream',
+      'content-length': String(fetched.bytes.length),
+    };
+    await fetched.cache.put(fetched.absoluteUrl, new Response(fetched.bytes, { headers }));
+    return null;
+  } catch (error) {
+    // Usually a QuotaExceededError.
+    console.warn(`prunechat worker: caching ${url} failed:`, error);
+    return error.message;
+  }
 }
 
 function checkGgufMagic(bytes, name) {
@@ -436,10 +454,7 @@ async function handleLoad(message) {
     await Promise.allSettled([compiling, fetching]);
     throw error;
   }
-  let bytes = fetched.bytes;
-  if (!fetched.file) {
-    source = { kind: 'url', url: message.url, cached: fetched.cached, cache_error: fetched.cacheError };
-  }
+  const bytes = fetched.bytes;
   const fetchedAt = performance.now();
 
   checkGgufMagic(bytes, name);
@@ -448,7 +463,18 @@ async function handleLoad(message) {
   // Construct the new engine before freeing the old one, so that a file the
   // engine rejects leaves the current model in place.
   const parseStarted = performance.now();
-  const newEngine = new bindings.ChatEngine(bytes, maxContext);
+  let newEngine;
+  try {
+    newEngine = new bindings.ChatEngine(bytes, maxContext);
+  } catch (error) {
+    if (fetched.cached) {
+      // A cached file that the engine rejects (for example a download that a
+      // proxy cut short) would fail every later load. So it is dropped, and
+      // the next load downloads the file again.
+      await fetched.cache.delete(fetched.absoluteUrl);
+    }
+    throw error;
+  }
   let info;
   try {
     info = JSON.parse(newEngine.info());
@@ -457,7 +483,11 @@ async function handleLoad(message) {
     throw error;
   }
   const finished = performance.now();
-  bytes = null;
+  if (!fetched.file) {
+    // Only a file that the engine accepted is kept.
+    const cacheError = fetched.cached ? null : await storeModel(fetched, message.url);
+    source = { kind: 'url', url: message.url, cached: fetched.cached, cache_error: cacheError };
+  }
 
   if (engine !== null) {
     engine.free();

@@ -361,6 +361,44 @@ describe('chat page', { timeout: TEST_TIMEOUT_MS }, () => {
     await session.close();
   });
 
+  test('a file the engine rejects is not kept in the cache', async () => {
+    // The first 64 KiB of the model, served as if it were the whole file: a download that a
+    // proxy cut short.
+    const head = readFileSync(path.join(REPO_ROOT, 'models', MODEL_FILE)).subarray(0, 65536);
+    const modelPattern = `**/models/${MODEL_FILE}`;
+    const cutShort = (route) =>
+      route.fulfill({ status: 200, contentType: 'application/octet-stream', body: head });
+    const session = await openChat({ onContext: (context) => context.route(modelPattern, cutShort) });
+    const { page } = session;
+    const cachedUrls = () =>
+      page.evaluate(async () => (await (await caches.open('prunechat-models-v1')).keys()).map((request) => request.url));
+
+    const firstError = await waitForWorkerMessage(page, 'error', 0, LOAD_TIMEOUT_MS);
+    assert.equal(firstError.context, 'load');
+    assert.deepEqual(await cachedUrls(), [], 'the cut-short download was cached');
+
+    // The whole file loads and is cached; then the cache entry is cut short as well.
+    await page.context().unroute(modelPattern, cutShort);
+    await page.reload();
+    await waitForModel(page);
+    assert.equal((await cachedUrls()).length, 1, 'the accepted download was not cached');
+    await page.evaluate(async (bytes) => {
+      const cache = await caches.open('prunechat-models-v1');
+      const [request] = await cache.keys();
+      await cache.put(request, new Response(new Uint8Array(bytes)));
+    }, [...head]);
+    await page.reload();
+    const cachedError = await waitForWorkerMessage(page, 'error', 0, LOAD_TIMEOUT_MS);
+    assert.equal(cachedError.context, 'load');
+    assert.deepEqual(await cachedUrls(), [], 'the rejected cache entry was kept');
+
+    // So the next load downloads the file again.
+    await page.reload();
+    await waitForModel(page);
+    assert.equal(await page.getAttribute('[data-testid=progress-text]', 'data-i18n'), 'model.source.network');
+    await session.close();
+  });
+
   test('language switch is remembered', async () => {
     const session = await openChat();
     const { page } = session;

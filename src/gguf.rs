@@ -58,6 +58,21 @@ impl Gguf {
             })
         })?;
 
+        if !content.tensor_infos.is_empty() && content.tensor_data_offset > bytes.len() as u64 {
+            let alignment = content.metadata.get("general.alignment").map_or_else(
+                || "not set, so 32".to_string(),
+                |v| {
+                    value_to_i64("general.alignment", v)
+                        .map_or_else(|_| describe(v), |x| x.to_string())
+                },
+            );
+            return Err(Error::InvalidGguf(format!(
+                "the tensor data would start at byte {}, past the end of the {}-byte file; \
+                 general.alignment ({alignment}) is too large, or the file is truncated",
+                content.tensor_data_offset,
+                bytes.len()
+            )));
+        }
         let mut infos: Vec<(&String, &gguf_file::TensorInfo)> =
             content.tensor_infos.iter().collect();
         infos.sort_by_key(|(name, info)| (info.offset, (*name).clone()));
@@ -628,6 +643,18 @@ mod tests {
         let bad_bool = header(3, &[(b"flag", 7, vec![2]), (KEY, U32, zero())]);
         let err = Gguf::read(&bad_bool).err().unwrap();
         assert!(!err.to_string().contains("general.alignment"), "{err}");
+
+        // An alignment past the end of the file is named, not taken for a truncated file.
+        let mut gguf = tiny_llama(&TinySpec::default()).unwrap();
+        set_u32(&mut gguf.metadata, "general.alignmenX", 1 << 30);
+        let mut bytes = gguf.to_bytes().unwrap();
+        let at = bytes
+            .windows(17)
+            .position(|w| w == b"general.alignmenX")
+            .unwrap();
+        bytes[at..at + 17].copy_from_slice(KEY);
+        let err = Gguf::read(&bytes).err().unwrap().to_string();
+        assert!(err.contains("general.alignment (1073741824)"), "{err}");
 
         // The last key wins both ways: an explicit 32 after a 0 is what candle uses.
         let bytes = header(

@@ -275,7 +275,8 @@ function progressPoster(total, signal) {
       const now = performance.now();
       if (now - lastPost > 50) {
         lastPost = now;
-        post({ type: 'progress', phase: 'download', loaded, total: total || null });
+        // A compressed body can exceed its Content-Length: the total is then unknown.
+        post({ type: 'progress', phase: 'download', loaded, total: total >= loaded ? total : null });
       }
     },
     done(bytes) {

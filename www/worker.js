@@ -472,7 +472,9 @@ async function handleLoad(message) {
       // A cached file that the engine rejects (for example a download that a
       // proxy cut short) would fail every later load. So it is dropped, and
       // the next load downloads the file again.
-      await fetched.cache.delete(fetched.absoluteUrl);
+      await fetched.cache.delete(fetched.absoluteUrl).catch((deleteError) => {
+        console.warn(`prunechat worker: dropping the cached ${name} failed:`, deleteError);
+      });
     }
     throw error;
   }

@@ -165,22 +165,29 @@ enum Projections {
 }
 
 impl Projections {
-    fn new(parts: Vec<Linear>) -> Result<Self> {
-        if !parts.iter().all(|p| matches!(p, Linear::Q8(_))) {
-            return Ok(Self::Separate(parts));
+    /// Wraps the named weights; in the browser build, Q8_0 weights are repacked into one
+    /// stacked matrix straight from the file's blocks.
+    fn new(weights: Vec<(String, QTensor)>) -> Result<Self> {
+        if REPACK_Q8 {
+            let tensors: Vec<&QTensor> = weights.iter().map(|(_, t)| t).collect();
+            match Q8Matrix::from_qtensors(&tensors) {
+                Ok(Some(m)) => {
+                    let widths = tensors.iter().map(|t| t.shape().dims()[0]).collect();
+                    let matrix = Linear::Q8(Arc::new(m));
+                    return Ok(Self::Stacked { matrix, widths });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let names: Vec<&str> = weights.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(Error::tensor(names.join(", "), e.to_string()));
+                }
+            }
         }
-        let matrices: Vec<Q8Matrix> = parts
+        let parts = weights
             .into_iter()
-            .map(|p| match p {
-                Linear::Q8(m) => Arc::try_unwrap(m).map_err(|_| {
-                    Error::invalid_argument("weights", "a projection matrix is shared")
-                }),
-                Linear::Other(_) => unreachable!("checked above"),
-            })
+            .map(|(name, t)| Linear::new(&name, t))
             .collect::<Result<_>>()?;
-        let widths = matrices.iter().map(Q8Matrix::rows).collect();
-        let matrix = Linear::Q8(Arc::new(Q8Matrix::concat(&matrices)?));
-        Ok(Self::Stacked { matrix, widths })
+        Ok(Self::Separate(parts))
     }
 
     /// Returns the outputs of all matrices, concatenated per position, when they are stacked;
@@ -276,18 +283,21 @@ impl Model {
 
         let mut layers = Vec::with_capacity(config.n_layers());
         for (l, dims) in config.layers.iter().enumerate() {
-            let mut matmul = |short: &str| -> Result<Linear> {
+            let mut weight = |short: &str| -> Result<(String, QTensor)> {
                 let name = format!("blk.{l}.{short}.weight");
                 let t = take(name.clone())?;
-                Linear::new(&name, t)
+                Ok((name, t))
             };
-            let attn_q = matmul("attn_q")?;
-            let attn_k = matmul("attn_k")?;
-            let attn_v = matmul("attn_v")?;
-            let attn_output = matmul("attn_output")?;
-            let ffn_gate = matmul("ffn_gate")?;
-            let ffn_up = matmul("ffn_up")?;
-            let ffn_down = matmul("ffn_down")?;
+            let attn_qkv = Projections::new(vec![
+                weight("attn_q")?,
+                weight("attn_k")?,
+                weight("attn_v")?,
+            ])?;
+            let (name, t) = weight("attn_output")?;
+            let attn_output = Linear::new(&name, t)?;
+            let ffn_gate_up = Projections::new(vec![weight("ffn_gate")?, weight("ffn_up")?])?;
+            let (name, t) = weight("ffn_down")?;
+            let ffn_down = Linear::new(&name, t)?;
             let attn_norm_name = format!("blk.{l}.attn_norm.weight");
             let ffn_norm_name = format!("blk.{l}.ffn_norm.weight");
             layers.push(Layer {
@@ -302,9 +312,9 @@ impl Model {
                     &ffn_norm_name,
                     config.hidden_size,
                 )?,
-                attn_qkv: Projections::new(vec![attn_q, attn_k, attn_v])?,
+                attn_qkv,
                 attn_output,
-                ffn_gate_up: Projections::new(vec![ffn_gate, ffn_up])?,
+                ffn_gate_up,
                 ffn_down,
             });
         }

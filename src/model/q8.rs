@@ -55,34 +55,65 @@ pub struct Q8Input {
 impl Q8Matrix {
     /// Repacks a 2-D Q8_0 tensor of shape `(rows, cols)`. Returns `None` for other types.
     pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
-        if t.dtype() != GgmlDType::Q8_0 {
+        Self::from_qtensors(&[t])
+    }
+
+    /// Repacks 2-D Q8_0 tensors with the same number of columns into one matrix, their rows in
+    /// order. Each row gives the same products, bit for bit, as in a matrix of its own tensor.
+    /// Returns `None` when a tensor has another type.
+    pub fn from_qtensors(tensors: &[&QTensor]) -> Result<Option<Self>> {
+        if tensors.iter().any(|t| t.dtype() != GgmlDType::Q8_0) {
             return Ok(None);
         }
-        let (rows, cols) = t.shape().dims2()?;
-        if cols % BLOCK != 0 {
-            return Err(Error::invalid_argument(
-                "Q8_0 tensor",
-                format!("row length {cols} is not a multiple of {BLOCK}"),
-            ));
+        let mut cols = None;
+        // The bytes of each tensor and its number of rows.
+        let mut parts = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            let (rows, part_cols) = t.shape().dims2()?;
+            if part_cols % BLOCK != 0 {
+                return Err(Error::invalid_argument(
+                    "Q8_0 tensor",
+                    format!("row length {part_cols} is not a multiple of {BLOCK}"),
+                ));
+            }
+            if *cols.get_or_insert(part_cols) != part_cols {
+                return Err(Error::invalid_argument(
+                    "Q8_0 tensors",
+                    format!(
+                        "cannot stack rows of {part_cols} and {} columns",
+                        cols.unwrap_or(0)
+                    ),
+                ));
+            }
+            let data = t.data()?;
+            let expected = rows * part_cols / BLOCK * BLOCK_BYTES;
+            if data.len() != expected {
+                return Err(Error::invalid_argument(
+                    "Q8_0 tensor",
+                    format!(
+                        "{} bytes for {rows} x {part_cols} weights, expected {expected}",
+                        data.len()
+                    ),
+                ));
+            }
+            parts.push((data, rows));
         }
-        let data = t.data()?;
-        let blocks = rows * cols / BLOCK;
-        if data.len() != blocks * BLOCK_BYTES {
-            return Err(Error::invalid_argument(
-                "Q8_0 tensor",
-                format!(
-                    "{} bytes for {rows} x {cols} weights, expected {}",
-                    data.len(),
-                    blocks * BLOCK_BYTES
-                ),
-            ));
-        }
+        let cols = cols.unwrap_or(0);
         let nb = cols / BLOCK;
-        // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid
-        // for both.
-        let data: &[i8] = unsafe { std::slice::from_raw_parts(data.as_ptr().cast(), data.len()) };
-        Ok(Some(Self::pack(rows, cols, |row, b| {
-            let block = &data[(row * nb + b) * BLOCK_BYTES..][..BLOCK_BYTES];
+        // The blocks of the part and the row in it, for every stacked row.
+        let sources: Vec<(&[i8], usize)> = parts
+            .iter()
+            .flat_map(|(data, rows)| {
+                // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is
+                // valid for both.
+                let data: &[i8] =
+                    unsafe { std::slice::from_raw_parts(data.as_ptr().cast(), data.len()) };
+                (0..*rows).map(move |r| (data, r))
+            })
+            .collect();
+        Ok(Some(Self::pack(sources.len(), cols, |row, b| {
+            let (data, part_row) = sources[row];
+            let block = &data[(part_row * nb + b) * BLOCK_BYTES..][..BLOCK_BYTES];
             let scale = f16::from_le_bytes([block[0] as u8, block[1] as u8]).to_f32();
             (&block[2..], scale)
         })))
@@ -119,28 +150,6 @@ impl Q8Matrix {
             qs,
             scales,
         }
-    }
-
-    /// Stacks matrices with the same number of columns into one, their rows in order. Each row
-    /// of the result gives the same products, bit for bit, as in its own matrix.
-    pub fn concat(parts: &[Q8Matrix]) -> Result<Self> {
-        let cols = parts.first().map_or(0, |p| p.cols);
-        if let Some(p) = parts.iter().find(|p| p.cols != cols) {
-            return Err(Error::invalid_argument(
-                "Q8_0 matrices",
-                format!("cannot stack rows of {} and {cols} columns", p.cols),
-            ));
-        }
-        // The part and the row in it of every stacked row.
-        let sources: Vec<(&Q8Matrix, usize)> = parts
-            .iter()
-            .flat_map(|p| (0..p.rows).map(move |r| (p, r)))
-            .collect();
-        Ok(Self::pack(sources.len(), cols, |row, b| {
-            let (part, part_row) = sources[row];
-            let (start, scale) = block_position(part.rows, cols, part_row, b);
-            (&part.qs[start..start + BLOCK], part.scales[scale])
-        }))
     }
 
     pub fn rows(&self) -> usize {
@@ -578,40 +587,38 @@ mod tests {
     }
 
     #[test]
-    fn concat_keeps_every_row_product() {
+    fn stacked_rows_keep_their_products() {
         // 7 + 4 + 6 rows: tails of 3 and 2 rows in the parts, 17 = 4 groups and 1 row stacked.
-        let parts: Vec<Q8Matrix> = [7, 4, 6]
+        let tensors: Vec<QTensor> = [7, 4, 6]
             .iter()
             .enumerate()
-            .map(|(i, &rows)| {
-                Q8Matrix::from_qtensor(&qtensor(rows, 64, 10 + i as u64))
-                    .unwrap()
-                    .unwrap()
-            })
+            .map(|(i, &rows)| qtensor(rows, 64, 10 + i as u64))
             .collect();
-        let stacked = Q8Matrix::concat(&parts).unwrap();
+        let refs: Vec<&QTensor> = tensors.iter().collect();
+        let stacked = Q8Matrix::from_qtensors(&refs).unwrap().unwrap();
         assert_eq!(stacked.rows(), 17);
+
         let input = Q8Input::quantize(&random(2 * 64, 11), 2, 64);
         let mut got = vec![0f32; 2 * 17];
         stacked.matmul(&input, &mut got);
         let mut offset = 0;
-        for p in &parts {
-            let mut out = vec![0f32; 2 * p.rows()];
-            p.matmul(&input, &mut out);
+        for t in &tensors {
+            let part = Q8Matrix::from_qtensor(t).unwrap().unwrap();
+            let mut out = vec![0f32; 2 * part.rows()];
+            part.matmul(&input, &mut out);
             for r in 0..2 {
-                for j in 0..p.rows() {
+                for j in 0..part.rows() {
                     assert_eq!(
                         got[r * 17 + offset + j].to_bits(),
-                        out[r * p.rows() + j].to_bits()
+                        out[r * part.rows() + j].to_bits()
                     );
                 }
             }
-            offset += p.rows();
+            offset += part.rows();
         }
-        let narrow = Q8Matrix::from_qtensor(&qtensor(4, 32, 12))
-            .unwrap()
-            .unwrap();
-        assert!(Q8Matrix::concat(&[stacked, narrow]).is_err());
+
+        let narrow = qtensor(4, 32, 12);
+        assert!(Q8Matrix::from_qtensors(&[&tensors[0], &narrow]).is_err());
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //!   with Q8_0, Q4_0 and F32 weights;
 //! - `decode_step/TYPE`: one token at position 32 through a model with one decoder layer of
 //!   SmolLM2-135M's shape: hidden size 576, 9 query heads, 3 key/value heads, FFN width 1536.
-//!   Its vocabulary is the 259-token synthetic one, so the layer dominates the time.
+//!   Its vocabulary is the 259-token synthetic one, so the layer dominates the time;
+//! - `stored_zeros/word` and `stored_zeros/filter`: counting the zero weights of a 1536 × 576
+//!   Q8_0 matrix, half of whose weights are zero. `word` is `eval::count_stored_zeros`, which
+//!   the model facts use (eight bytes at a time). `filter` is a plain `filter(..).count()` over
+//!   each block.
 //!
 //! Weights are random (`prunechat::synthetic`), which does not change the work done.
 
@@ -71,5 +75,34 @@ fn decode_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, qmatmul, decode_step);
+fn stored_zeros(c: &mut Criterion) {
+    let (rows, cols) = (1536, 576);
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| {
+            if i % 2 == 0 {
+                0.0
+            } else {
+                (i % 97) as f32 - 48.0
+            }
+        })
+        .collect();
+    let weight = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
+    let tensor = QTensor::quantize(&weight, GgmlDType::Q8_0).unwrap();
+    let data = tensor.data().unwrap().into_owned();
+    let mut group = c.benchmark_group("stored_zeros");
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.bench_function("word", |b| {
+        b.iter(|| prunechat::eval::count_stored_zeros(&tensor).unwrap())
+    });
+    group.bench_function("filter", |b| {
+        b.iter(|| {
+            data.chunks_exact(34)
+                .map(|block| block[2..].iter().filter(|&&q| q == 0).count())
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, qmatmul, decode_step, stored_zeros);
 criterion_main!(benches);

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Where the browser engine spends its time. The script samples the JavaScript and wasm stacks
+// Profiler of the browser engine's time. The script samples the JavaScript and wasm stacks
 // of headless Chromium (DevTools protocol profiler) while the page's main thread runs one phase
 // with the single-threaded package (pkg/). The phase `decode` decodes greedy tokens. The phase
 // `load` constructs the engine from the model's bytes (GGUF parsing, weight repacking,

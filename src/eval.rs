@@ -371,8 +371,8 @@ pub fn count_stored_zeros(tensor: &QTensor) -> Result<Option<usize>> {
     Ok(Some(count))
 }
 
-/// Counts the zero bytes of `bytes` eight at a time: the loop over whole models runs about four
-/// times as fast as `filter(..).count()` natively (48 against 11 ms for SmolLM2's Q8_0 file).
+/// Counts the zero bytes of `bytes` eight at a time, which natively runs about four times as fast
+/// as `filter(..).count()` (`cargo bench --bench kernels -- stored_zeros`).
 fn zero_bytes(bytes: &[u8]) -> usize {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let words = bytes.chunks_exact(8);
